@@ -1,6 +1,5 @@
 "`minillama verify`: the report, the exit codes, the one-line errors."
 import subprocess
-import sys
 
 from minillama.cli import main
 
@@ -23,7 +22,7 @@ def test_verify_missing_dir(capsys):
 
 
 def test_usage_error_exits_2():
-    r = subprocess.run([sys.executable, "-m", "minillama.cli", "verify", "--tokens", "many"], capture_output=True, text=True)
+    r = subprocess.run(["minillama", "verify", "--tokens", "many"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid int value" in r.stderr
 
 
