@@ -164,3 +164,71 @@ def test_mutations_raise_only_our_error(tmp_path, rng):
         except MiniLlamaError as e:
             assert "\n" not in str(e)
     assert ok < len(cases)
+
+
+# --- Meta's layout: params.json + consolidated.NN.pth, unsharded by rows or columns ---------------------------------
+
+def make_meta(hf, out, n_shards, emb_axis):
+    "Write a transformers model as Meta's sharded checkpoint: q/k back to interleaved pairs, each tensor cut by its axis."
+    import json
+    from minillama.checkpoint import hf_name
+    from minillama.gguf import META_SPLIT, meta_name
+    from minillama.model import weight_shapes
+    from minillama.rope import permute_qk_half_to_interleaved
+    c = hf.config
+    sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    cfg = minillama.checkpoint.config_from_hf(c.to_dict())
+    full = {}
+    for n in weight_shapes(cfg):
+        a = sd[hf_name(n)]
+        if n.endswith(".wq"): a = permute_qk_half_to_interleaved(a, cfg.n_heads)
+        if n.endswith(".wk"): a = permute_qk_half_to_interleaved(a, cfg.n_kv_heads)
+        full[n] = a
+    out.mkdir()
+    for s in range(n_shards):
+        part = {}
+        for n, a in full.items():
+            axis = emb_axis if n == "tok_embeddings" else META_SPLIT.get(n.split(".")[-1])
+            part[meta_name(n)] = torch.from_numpy(np.ascontiguousarray(a if axis is None else np.split(a, n_shards, axis=axis)[s]))
+        part["rope.freqs"] = torch.ones(cfg.head_dim // 2)           # Meta stores this buffer too; it must be ignored
+        torch.save(part, out / f"consolidated.{s:02d}.pth")
+    (out / "params.json").write_text(json.dumps(dict(dim=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+        n_kv_heads=c.num_key_value_heads, vocab_size=c.vocab_size, multiple_of=32, norm_eps=c.rms_norm_eps,
+        rope_theta=c.rope_parameters["rope_theta"], max_seq_len=c.max_position_embeddings)))
+    return full
+
+
+@pytest.mark.parametrize("n_shards, emb_axis", [(1, 1), (2, 1), (4, 1), (4, 0)])
+def test_meta_unsharding(hf_dir, tmp_path, n_shards, emb_axis):
+    from minillama.gguf import gguf_name
+    d, hf = hf_dir("llama2")
+    full = make_meta(hf, tmp_path / "meta", n_shards, emb_axis)
+    out = convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+    g = GGUFFile(out)
+    for n, a in full.items():                                      # exactly the unsharded weights
+        assert np.array_equal(g.tensor(gguf_name(n)), a), n
+    ids = np.random.default_rng(4).integers(0, 512, size=64)
+    assert_close(minillama.load(out).forward(ids), hf_logits(hf, ids), what=f"Meta {n_shards} shards -> GGUF vs transformers")
+
+
+def test_meta_refuses_pickled_code(hf_dir, tmp_path):
+    import pickle
+    d, hf = hf_dir("llama2")
+    make_meta(hf, tmp_path / "meta", 1, 1)
+
+    class Evil:
+        def __reduce__(self): return (print, ("this code ran",))
+    torch.save({"x": Evil()}, tmp_path / "meta" / "consolidated.00.pth", pickle_module=pickle)
+    with pytest.raises(MiniLlamaError, match="not a tensors-only checkpoint"):
+        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+    assert not (tmp_path / "m.gguf").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_meta_missing_tensor(hf_dir, tmp_path):
+    d, hf = hf_dir("llama2")
+    make_meta(hf, tmp_path / "meta", 2, 1)
+    sd = torch.load(tmp_path / "meta" / "consolidated.01.pth", weights_only=True)
+    del sd["layers.1.attention.wo.weight"]
+    torch.save(sd, tmp_path / "meta" / "consolidated.01.pth")
+    with pytest.raises(MiniLlamaError, match="layers.1.attention.wo.weight"):
+        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
