@@ -232,3 +232,19 @@ def test_meta_missing_tensor(hf_dir, tmp_path):
     torch.save(sd, tmp_path / "meta" / "consolidated.01.pth")
     with pytest.raises(MiniLlamaError, match="layers.1.attention.wo.weight"):
         convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+
+
+def test_bf16_gguf_both_backends(hf_dir, tmp_path):
+    "A GGUF with BF16 matrices (raw bits, as llama.cpp stores them) runs on both backends within bf16 tolerance."
+    d, hf = hf_dir("llama2")
+    f32 = GGUFFile(convert_to_gguf(d, tmp_path / "f.gguf", progress=False))
+    md = {k: ((f32.types[k], v) if f32.types[k] != 9 else v) for k, v in f32.metadata.items()}
+    to_bf16 = lambda a: (torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16), "BF16")
+    tensors = {k: (to_bf16(f32.tensor(k)) if t["shape"].__len__() == 2 else (f32.tensor(k), "F32")) for k, t in f32.tensors.items()}
+    write_gguf(tmp_path / "b.gguf", md, tensors, progress=False)
+    g = GGUFFile(tmp_path / "b.gguf")
+    assert g.tensors["blk.0.attn_q.weight"]["type"] == "BF16" and gguf.GGUFReader(tmp_path / "b.gguf").tensors[1].tensor_type.name in ("BF16", "F32")
+    ids = np.random.default_rng(5).integers(0, 512, size=50)
+    ref = hf_logits(hf, ids)
+    for be in ("numpy", "torch"):
+        assert_close(minillama.load(tmp_path / "b.gguf", be).forward(ids), ref, dtype="bfloat16", what=f"BF16 GGUF {be}")

@@ -112,7 +112,7 @@ def test_truncated_model_files(models, tmp_path):
 def test_random_corruption_only_our_error(models, tmp_path):
     raw = _model_bytes(models)
     p, rnd = tmp_path / "c.model", random.Random(2)
-    for _ in range(300):
+    for _ in range(1500):
         b = bytearray(raw)
         for _ in range(rnd.randint(1, 5)): b[rnd.randrange(len(b))] = rnd.randrange(256)
         p.write_bytes(bytes(b))
