@@ -1,0 +1,114 @@
+"Quantization: byte-exact with llama.cpp's reference (gguf.quants), quantized inference on both backends, bad input."
+import numpy as np
+import pytest
+import torch
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf.quants import quantize as ref_quantize, dequantize as ref_dequantize
+
+import minillama
+from minillama.cli import main, shipped_model
+from minillama.core import MiniLlamaError, assert_close
+from minillama.gguf import GGUFFile
+from minillama.quant import QUANTIZERS, BLOCKS, QuantWeight, dequantize, quantize_gguf
+from minillama.rope import permute_qk_interleaved_to_half
+
+
+def edge_cases(rng):
+    return {"normal": rng.normal(size=(16, 512)), "wide": rng.normal(size=(3, 4096)) * 100, "zeros": np.zeros((2, 64)),
+            "constant": np.full((2, 96), -2.5), "outlier": np.where(np.arange(256) == 77, -3e4, rng.normal(size=(2, 256))),
+            "negative max": -np.abs(rng.normal(size=(4, 64))) * 7, "tiny": rng.normal(size=(2, 64)) * 1e-30,
+            "halves": (np.arange(-128, 128) / 2.0)[None], "ties": np.tile([1.0, -1.0, 0.5, -0.5], (2, 16))}
+
+
+@pytest.mark.parametrize("qt", list(QUANTIZERS))
+def test_quantize_byte_exact(qt, rng):
+    for name, x in edge_cases(rng).items():
+        x = x.astype(np.float32)
+        ours, theirs = QUANTIZERS[qt](x), ref_quantize(x, getattr(T, qt))
+        assert np.array_equal(ours, theirs), (qt, name)
+        assert np.array_equal(dequantize(ours, qt), ref_dequantize(theirs, getattr(T, qt))), (qt, name)
+
+
+@pytest.mark.parametrize("qt", list(BLOCKS))
+def test_dequantize_matches_reference(qt, rng):
+    n, nb = BLOCKS[qt]
+    raw = rng.integers(0, 256, size=(20, 3 * nb), dtype=np.uint8)
+    blocks = raw.reshape(-1, nb)
+    scale_at = {"Q6_K": (208,), "Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2)}.get(qt, (0,))
+    for off in scale_at:                                           # finite scales (random bits may be inf/NaN)
+        blocks[:, off:off + 2] = np.float16(rng.uniform(-2, 2, len(blocks))).view(np.uint8).reshape(-1, 2)
+    assert np.array_equal(dequantize(raw, qt), ref_dequantize(raw, getattr(T, qt)).astype(np.float32)), qt
+
+
+def test_bad_input():
+    with pytest.raises(MiniLlamaError, match="w.bad: row length 40 is not a multiple"):
+        QUANTIZERS["Q4_0"](np.ones((2, 40), np.float32), "w.bad")
+    for v in (np.inf, -np.inf, np.nan):
+        with pytest.raises(MiniLlamaError, match="inf or NaN"):
+            QUANTIZERS["Q8_0"](np.full((1, 32), v, np.float32))
+    with pytest.raises(MiniLlamaError, match="IQ2_XS is not supported"):
+        dequantize(np.zeros((1, 66), np.uint8), "IQ2_XS")
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q")
+    return {qt: quantize_gguf(shipped_model(), d / f"{qt}.gguf", qt, progress=False) for qt in ("q8_0", "q4_0")}, d
+
+
+@pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
+def test_quantized_file(quantized, qt):
+    files, d = quantized
+    g, r = GGUFFile(files[qt]), gguf.GGUFReader(files[qt])
+    f32 = GGUFFile(minillama.gguf.convert_to_gguf(shipped_model(), d / f"f32_{qt}.gguf", progress=False))
+    for t in r.tensors:                                            # llama.cpp's reader, llama.cpp's reference bytes
+        want = ref_quantize(np.array(f32.tensor(t.name)), getattr(T, qt.upper())) if len(g.tensors[t.name]["shape"]) == 2 else f32.tensor(t.name)
+        assert t.tensor_type.name == (qt.upper() if len(g.tensors[t.name]["shape"]) == 2 else "F32")
+        assert np.array_equal(np.asarray(t.data).reshape(want.shape).view(want.dtype), want), t.name
+    ratio = files[qt].stat().st_size / (d / f"f32_{qt}.gguf").stat().st_size
+    assert {"q8_0": 0.25 < ratio < 0.30, "q4_0": 0.13 < ratio < 0.17}[qt], ratio
+
+
+@pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
+def test_quantized_inference(quantized, qt):
+    "Weights stay quantized on numpy; numpy == torch; and both equal transformers run on the dequantized weights."
+    from transformers import LlamaForCausalLM
+    files, _ = quantized
+    mn, mt = minillama.load(files[qt], "numpy"), minillama.load(files[qt], "torch", device="cpu")
+    assert isinstance(mn.w.layers[0].w_down, QuantWeight) and isinstance(mn.w.tok_embeddings, QuantWeight)
+    held = sum(a.nbytes for _, a in mn.w.items() if isinstance(a, QuantWeight))
+    assert held < 0.3 * sum(np.prod(a.shape) * 4 for _, a in mn.w.items() if isinstance(a, QuantWeight))
+    ids = np.array(minillama.Tokenizer.from_file(files[qt]).encode("The \"while\" statement is used for", bos=True))
+    ln = mn.forward(ids)
+    assert_close(mt.forward(ids), ln, what=f"{qt}: torch vs numpy")
+    hf = LlamaForCausalLM.from_pretrained(shipped_model(), dtype=torch.float32).eval()
+    c = mn.cfg
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            ours = minillama.checkpoint.hf_name
+            key = next(n for n, _ in mn.w.items() if ours(n) == name)
+            a = dict(mn.w.items())[key]
+            a = a.dequantized() if isinstance(a, QuantWeight) else np.asarray(a)
+            if key.endswith(".wq"): a = permute_qk_interleaved_to_half(a, c.n_heads)
+            if key.endswith(".wk"): a = permute_qk_interleaved_to_half(a, c.n_kv_heads)
+            p.copy_(torch.from_numpy(np.ascontiguousarray(a)))
+        ref = hf(torch.from_numpy(ids)[None]).logits[0]
+    assert_close(ln, ref, what=f"{qt}: minillama (kept quantized) vs transformers on the dequantized weights")
+
+
+def test_interrupted_quantize_leaves_nothing(tmp_path):
+    "A tensor that cannot be quantized half way through: an error naming it, and no output file at all."
+    from minillama.gguf import write_gguf
+    ok = np.ones((4, 64), np.float32)
+    write_gguf(tmp_path / "s.gguf", {"general.architecture": "llama"},
+               {"a.weight": (ok, "F32"), "b.weight": (np.ones((4, 48), np.float32), "F32")}, progress=False)
+    with pytest.raises(MiniLlamaError, match="'b.weight'.*row length 48"):
+        quantize_gguf(tmp_path / "s.gguf", tmp_path / "q.gguf", "q4_0", progress=False)
+    assert not (tmp_path / "q.gguf").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_quantize(tmp_path, capsys):
+    assert main(["quantize", str(shipped_model()), str(tmp_path / "q.gguf"), "--type", "q4_0"]) == 0
+    assert main(["generate", "Assert", "--model", str(tmp_path / "q.gguf"), "--max-new-tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.count("Assert") >= 1
