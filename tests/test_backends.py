@@ -98,7 +98,7 @@ def test_compare_helper_is_sharp():
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_prefix_once_many_suffixes(backend, rng):
     "Scores from one shared prefix cache equal scores of each full sequence run separately."
-    from minillama.generation import score_suffixes, _log_softmax
+    from minillama.generation import score_suffixes, log_softmax
     c = cfg()
     m = Llama.from_weights(c, random_weights(c, seed=8, scale=2.0), backend, device="cpu" if backend == "torch" else None)
     prefix = rng.integers(0, 300, size=40)
@@ -106,6 +106,6 @@ def test_prefix_once_many_suffixes(backend, rng):
     got = score_suffixes(m, prefix, cands)
     for c_, g in zip(cands, got):
         seq = np.concatenate([prefix, c_])
-        lp = _log_softmax(to_numpy(m.forward(seq)))
+        lp = log_softmax(to_numpy(m.forward(seq)))
         want = lp[np.arange(len(prefix) - 1, len(seq) - 1), c_].sum()
         assert abs(g - want) <= 1e-5 * abs(want) + 1e-5, (g, want)
