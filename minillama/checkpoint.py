@@ -190,9 +190,14 @@ class Checkpoint:
         return Weights.build(self.config, lambda name: convert(*self.get(name)))
 
 # %% ../nbs/08_checkpoint.ipynb #12410e65
-def load(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None, use_mmap: bool = True) -> Llama:
-    "Load a model: a Hugging Face checkpoint directory (config.json + *.safetensors) or a .gguf file -> `Llama`."
+def load(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None, use_mmap: bool = True,
+         stream: bool = False, **stream_kw) -> Llama:
+    "Load a model: a Hugging Face checkpoint directory (config.json + *.safetensors) or a .gguf file -> `Llama`. With `stream=True` the layers stay on disk and are read as they are needed (notebook 17)."
     ops = make_ops(backend, device, dtype)                     # bad backend/device fails before any file work
+    if stream:
+        from minillama.stream import load_streamed             # (the streaming notebook comes later)
+        return load_streamed(path, backend, device, dtype, **stream_kw)
+    if stream_kw: raise MiniLlamaError(f"{', '.join(stream_kw)}: only with stream=True")
     if Path(path).suffix == ".gguf":
         from minillama.gguf import load_gguf                   # (the GGUF notebook comes later in the course)
         return load_gguf(path, backend, device, dtype, use_mmap)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import MiniLlamaError
 
 # %% auto #0
-__all__ = ['shipped_model', 'load_with_tokenizer', 'parser', 'main']
+__all__ = ['shipped_model', 'parse_size', 'load_with_tokenizer', 'parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #48d3d815
 def _verify(a) -> int:
@@ -31,7 +31,16 @@ def shipped_model() -> Path:
     import minillama                                              # (not __file__: this code also runs in its notebook)
     return Path(minillama.__file__).parent / "data" / "tiny"
 
-def load_with_tokenizer(path, backend="numpy", device=None):
+def parse_size(s: str) -> int:
+    "'300M', '2G', '1.5GB', '4096' -> bytes (K, M, G are powers of 1024)."
+    t = s.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try: n = float(t[:-1] if mult > 1 else t)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a size like 300M or 2G") from None
+    if not n > 0: raise argparse.ArgumentTypeError(f"{s!r}: a size must be positive")
+    return int(n * mult)
+
+def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
     "A model directory holding config.json, *.safetensors and tokenizer.model -> (model, tokenizer)."
     from minillama.checkpoint import load
     from minillama.tokenizer import Tokenizer
@@ -39,14 +48,16 @@ def load_with_tokenizer(path, backend="numpy", device=None):
     if not path.exists(): raise MiniLlamaError(f"{path}: no such file or directory")
     tok_path = path if path.suffix == ".gguf" else (path if path.is_dir() else path.parent) / "tokenizer.model"
     if not tok_path.is_file(): raise MiniLlamaError(f"{tok_path}: missing (generate needs the model's tokenizer.model)")
-    model = load(path, backend, device=device)
+    model = load(path, backend, device=device, **load_kw)
     tok = Tokenizer.from_file(tok_path)
     if tok.vocab_size > model.cfg.vocab_size:
         raise MiniLlamaError(f"{tok_path}: {tok.vocab_size} pieces but the model has {model.cfg.vocab_size} token ids")
     return model, tok
 
 def _generate(a) -> int:
-    model, tok = load_with_tokenizer(a.model or shipped_model(), a.backend, a.device)
+    kw = dict(stream=True, memory_budget=a.memory_budget) if a.stream_layers else {}
+    if a.memory_budget is not None and not a.stream_layers: raise MiniLlamaError("--memory-budget: only with --stream-layers")
+    model, tok = load_with_tokenizer(a.model or shipped_model(), a.backend, a.device, **kw)
     ids = tok.encode(a.prompt, bos=True)
     if len(ids) >= model.cfg.max_seq_len:
         raise MiniLlamaError(f"prompt: {len(ids)} tokens, longer than the model's context of {model.cfg.max_seq_len}")
@@ -119,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=0.95, help="sample among the most likely tokens covering this "
                    "probability mass; 1 turns it off (default 0.95)")
     g.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text on both backends")
+    g.add_argument("--stream-layers", action="store_true", help="keep the layers on disk and read each as it is needed, "
+                   "the next one in a background thread (for models bigger than memory; every token reads the whole file)")
+    g.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE", help="with --stream-layers: the most "
+                   "memory for layer buffers, e.g. 300M or 2G; refused if one layer does not fit, no prefetch if two do not")
     g.set_defaults(run=_generate)
     t = sub.add_parser("tokenize", help="print the token ids and pieces of TEXT",
                        description="Encode TEXT with a SentencePiece tokenizer and print one 'id<TAB>piece' line per token.")

@@ -10,11 +10,25 @@ import time
 import numpy as np
 
 # %% auto #0
-__all__ = ['TOLERANCES', 'MiniLlamaError', 'to_numpy', 'dtype_name', 'compare', 'assert_close', 'map_readonly', 'time_it']
+__all__ = ['torch', 'TOLERANCES', 'MiniLlamaError', 'LazyModule', 'to_numpy', 'dtype_name', 'compare', 'assert_close',
+           'map_readonly', 'time_it']
 
 # %% ../nbs/00_core.ipynb #3d1e23a6
 class MiniLlamaError(ValueError):
     "The project's own error: one line that names the file or argument and what is wrong with it."
+
+class LazyModule:
+    "A module imported on first use: code on the numpy path never loads torch (about 200 MB resident and a second)."
+    def __init__(self, name: str): self._name = name
+    def __getattr__(self, attr):
+        import importlib
+        return getattr(importlib.import_module(self._name), attr)
+    @property
+    def available(self) -> bool:
+        import importlib.util
+        return importlib.util.find_spec(self._name) is not None
+
+torch = LazyModule("torch")            # every module takes torch from here: `from minillama.core import torch`
 
 # %% ../nbs/00_core.ipynb #96a56d79
 # rtol is relative to the largest |reference| value; atol only keeps an all-zero reference from demanding exactness

@@ -7,8 +7,7 @@ Docs: https://minillama.github.io/minillama/embeddings.html.md"""
 # %% ../nbs/02_embeddings.ipynb #e838e1f3
 from __future__ import annotations
 import numpy as np
-try: import torch
-except ImportError: torch = None
+from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['one_hot', 'embed_np', 'embed_torch']

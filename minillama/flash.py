@@ -8,8 +8,7 @@ Docs: https://minillama.github.io/minillama/flash.html.md"""
 from __future__ import annotations
 import math
 import numpy as np
-try: import torch
-except ImportError: torch = None
+from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['flash_attention_np', 'flash_attention_torch']

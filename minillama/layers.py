@@ -7,8 +7,7 @@ Docs: https://minillama.github.io/minillama/mlp_norm.html.md"""
 # %% ../nbs/05_mlp_norm.ipynb #18cd64c2
 from __future__ import annotations
 import numpy as np
-try: import torch
-except ImportError: torch = None
+from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np', 'rmsnorm_torch', 'layernorm_np']
@@ -24,6 +23,7 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def linear_torch(x, W):
     "torch version of `linear_np` (gemv for one row, which is a little faster than F.linear's gemm there)."
+    if not isinstance(W, torch.Tensor): return W.linear(x)        # weights that multiply themselves (notebooks 15, 17)
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] == 1: return (W @ x2[0]).reshape(*x.shape[:-1], W.shape[0])
     return torch.nn.functional.linear(x, W)
@@ -43,8 +43,7 @@ def swiglu_np(x, w_gate, w_up, w_down):
 
 def swiglu_torch(x, w_gate, w_up, w_down):
     "torch version of `swiglu_np`."
-    F = torch.nn.functional
-    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+    return linear_torch(torch.nn.functional.silu(linear_torch(x, w_gate)) * linear_torch(x, w_up), w_down)
 
 # %% ../nbs/05_mlp_norm.ipynb #46b475d9
 def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:

@@ -50,7 +50,9 @@ def io_read_bytes() -> int:
 def evict(path):
     "Drop the file's pages from the page cache (pages mapped by a live process stay)."
     fd = os.open(path, os.O_RDONLY)
-    try: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    try:
+        os.fsync(fd)                                  # pages not yet written back cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally: os.close(fd)
 
 def warm(path, chunk: int = 1 << 24):

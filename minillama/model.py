@@ -16,8 +16,7 @@ from .rope import (rope_inv_freq, rope_cos_sin, rope_interleaved_np, rope_half_n
                             rope_half_torch, ROPE_LAYOUTS)
 from .attention import attention_np, attention_torch, KVCache
 from .layers import linear_np, linear_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
-try: import torch
-except ImportError: torch = None
+from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['BACKENDS', 'LlamaConfig', 'LayerWeights', 'Weights', 'weight_shapes', 'random_weights', 'NumpyOps', 'TorchOps',
@@ -174,7 +173,7 @@ class TorchOps(NumpyOps):
     name = "torch"
 
     def __init__(self, device: str | None = None, dtype: str | None = None):
-        if torch is None: raise MiniLlamaError("backend 'torch': torch is not installed (pip install torch)")
+        if not torch.available: raise MiniLlamaError("backend 'torch': torch is not installed (pip install torch)")
         try: self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         except (RuntimeError, TypeError) as e: raise MiniLlamaError(f"device {device!r}: not a torch device ({e})") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():

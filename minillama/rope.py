@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from .core import MiniLlamaError
-try: import torch
-except ImportError: torch = None
+from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['ROPE_LAYOUTS', 'sinusoidal_positions', 'rope_inv_freq', 'rope_cos_sin', 'rope_interleaved_np', 'rope_half_np',
