@@ -57,6 +57,7 @@ def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
 def _generate(a) -> int:
     kw = dict(stream=True, memory_budget=a.memory_budget) if a.stream_layers else {}
     if a.memory_budget is not None and not a.stream_layers: raise MiniLlamaError("--memory-budget: only with --stream-layers")
+    if a.dtype is not None: kw["dtype"] = a.dtype
     model, tok = load_with_tokenizer(a.model or shipped_model(), a.backend, a.device, **kw)
     ids = tok.encode(a.prompt, bos=True)
     if len(ids) >= model.cfg.max_seq_len:
@@ -124,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
                    "tokenizer.model (default: the shipped model)")
     g.add_argument("--backend", choices=["numpy", "torch"], default="numpy", help="numpy (any CPU) or torch (default numpy)")
     g.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type (default "
+                   "float32); bfloat16 runs quantized files through torch's fast int4 kernels")
     g.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to generate at most (default 100)")
     g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
     g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 turns it off (default 40)")
@@ -150,12 +153,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("dst", help="output .gguf file (written to a temporary name, renamed when complete)")
     c.add_argument("--outtype", choices=["f32", "f16"], default="f32", help="type of the weight matrices (default f32)")
     c.set_defaults(run=_convert)
-    q = sub.add_parser("quantize", help="quantize a GGUF file (or checkpoint directory) to Q8_0 or Q4_0",
-                       description="Write SRC with every weight matrix quantized as llama.cpp does (byte for byte); 1-D "
+    q = sub.add_parser("quantize", help="quantize a GGUF file (or checkpoint directory) to Q8_0, Q4_0, Q5_0 or Q4_K",
+                       description="Write SRC with every weight matrix quantized as llama.cpp does (byte for byte for "
+                                   "Q8_0, Q4_0 and Q5_0; Q4_K in llama.cpp's layout with plain min-max scales); 1-D "
                                    "tensors (norms) stay F32. SRC is a .gguf file or a checkpoint directory.")
     q.add_argument("src", help="a .gguf file (F32, F16 or BF16) or a checkpoint directory")
     q.add_argument("dst", help="output .gguf file (written to a temporary name, renamed when complete)")
-    q.add_argument("--type", choices=["q8_0", "q4_0"], default="q8_0", help="q8_0 (8.5 bits per weight) or q4_0 (4.5); default q8_0")
+    q.add_argument("--type", choices=["q8_0", "q4_0", "q5_0", "q4_k"], default="q8_0", help="q8_0 (8.5 bits per weight), "
+                   "q4_0 (4.5), q5_0 (5.5) or q4_k (4.5; matrices whose rows are not a multiple of 256 get q5_0); default q8_0")
     q.set_defaults(run=_quantize)
     i = sub.add_parser("inspect", help="print a GGUF file's metadata and tensor table",
                        description="Print the metadata of a GGUF file and a table of its tensors: name, type, shape, offset, bytes.")

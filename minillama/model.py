@@ -184,9 +184,10 @@ class TorchOps(NumpyOps):
 
     def weight(self, a: np.ndarray, dtype: str = "F32"):
         "Stored tensor -> torch tensor on the device: a view of the same memory on the CPU when dtypes match."
-        if dtype.startswith("Q"):                                      # dequantized at load on this path, for now
-            from minillama.quant import dequantize
-            a, dtype = dequantize(a, dtype), "F32"
+        if dtype.startswith("Q"):                                      # kept quantized where torch has a kernel (notebook 15)
+            from minillama.quant import TorchQuantWeight, AFFINE, dequantize
+            if self.device.type == "cpu" and dtype in AFFINE: return TorchQuantWeight(a, dtype, self.dtype)
+            a, dtype = dequantize(a, dtype), "F32"                     # Q6_K, and on CUDA: dequantized at load
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                # read-only (memory-mapped) arrays: we never write weights
             t = torch.from_numpy(a)

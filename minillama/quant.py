@@ -7,12 +7,13 @@ Docs: https://minillama.github.io/minillama/quant.html.md"""
 # %% ../nbs/15_quant.ipynb #47c05d20
 from __future__ import annotations
 import numpy as np
-from .core import MiniLlamaError
+from .core import MiniLlamaError, to_numpy
 from .layers import linear_np
 
 # %% auto #0
-__all__ = ['QK', 'QK_K', 'BLOCKS', 'QUANTIZERS', 'DEQUANTIZERS', 'round_away', 'quantize_q8_0', 'quantize_q4_0', 'dequantize',
-           'QuantWeight', 'quantize_gguf', 'entropy_bits', 'huffman_bits']
+__all__ = ['QK', 'QK_K', 'BLOCKS', 'QUANTIZERS', 'DEQUANTIZERS', 'AFFINE', 'CODE_BITS', 'round_away', 'quantize_q8_0',
+           'quantize_q4_0', 'dequantize', 'quantize_q5_0', 'quantize_q4_k', 'QuantWeight', 'affine_codes',
+           'TorchQuantWeight', 'quantize_gguf', 'entropy_bits', 'huffman_bits']
 
 # %% ../nbs/15_quant.ipynb #311f37ab
 QK, QK_K = 32, 256
@@ -24,11 +25,11 @@ def round_away(x: np.ndarray) -> np.ndarray:
     a = np.abs(x); f = np.floor(a)
     return np.copysign(f + (a - f >= 0.5), x)
 
-def _blocks(x: np.ndarray, what: str) -> np.ndarray:
+def _blocks(x: np.ndarray, what: str, n: int = QK) -> np.ndarray:
     x = np.asarray(x, np.float32)
-    if x.shape[-1] % QK: raise MiniLlamaError(f"{what}: row length {x.shape[-1]} is not a multiple of the block size {QK}")
+    if x.shape[-1] % n: raise MiniLlamaError(f"{what}: row length {x.shape[-1]} is not a multiple of the block size {n}")
     if not np.isfinite(x).all(): raise MiniLlamaError(f"{what}: contains inf or NaN, which cannot be quantized")
-    return x.reshape(-1, QK)
+    return x.reshape(-1, n)
 
 def quantize_q8_0(x: np.ndarray, what: str = "tensor") -> np.ndarray:
     "float32 [..., n] -> Q8_0 bytes [rows, n/32*34]: per block a float16 scale and 32 int8."
@@ -117,6 +118,41 @@ def dequantize(raw: np.ndarray, qtype: str) -> np.ndarray:
     rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw[None]
     return DEQUANTIZERS[qtype](rows.reshape(-1, nb)).reshape(rows.shape[0], -1)
 
+# %% ../nbs/15_quant.ipynb #8d009470
+def quantize_q5_0(x: np.ndarray, what: str = "tensor") -> np.ndarray:
+    "float32 [..., n] -> Q5_0 bytes [rows, n/32*22]: float16 scale, 32 high bits, 32 low nibbles."
+    b = _blocks(x, what)
+    m = b[np.arange(len(b)), np.abs(b).argmax(1)][:, None]
+    d = m / np.float32(-16)
+    with np.errstate(divide="ignore"): inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
+    q = np.minimum(31, np.trunc(b * inv + np.float32(16.5))).astype(np.uint8)          # [blocks, 32] in 0..31
+    qh = np.packbits(q >> 4, axis=1, bitorder="little")                                # [blocks, 4]: bit j = weight j
+    qs = (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
+    return np.concatenate([d.astype(np.float16).view(np.uint8), qh, qs], axis=1).reshape(-1, x.shape[-1] // QK * 22)
+
+def quantize_q4_k(x: np.ndarray, what: str = "tensor") -> np.ndarray:
+    "float32 [..., n] (n a multiple of 256) -> Q4_K bytes [rows, n/256*144], min-max scales per sub-block of 32."
+    b = _blocks(x, what, QK_K).reshape(-1, 8, 32)                      # [super-blocks, 8 sub-blocks, 32]
+    lo, hi = np.minimum(b.min(2), 0), b.max(2)                         # [sb, 8]: the grid covers [lo, hi] and 0
+    scale, mins = (hi - lo) / 15, -lo                                  # w ≈ scale * q - mins
+    d = (scale.max(1, keepdims=True) / 63).astype(np.float16)         # [sb, 1] super-scales, as stored
+    dmin = (mins.max(1, keepdims=True) / 63).astype(np.float16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d > 0, np.clip(round_away(scale / d.astype(np.float32)), 0, 63), 0).astype(np.uint8)   # [sb, 8]
+        mn = np.where(dmin > 0, np.clip(round_away(mins / dmin.astype(np.float32)), 0, 63), 0).astype(np.uint8)
+        S = (d.astype(np.float32) * sc)[:, :, None]                     # the scales the reader will use
+        M = (dmin.astype(np.float32) * mn)[:, :, None]
+        q = np.where(S > 0, np.clip(round_away((b + M) / S), 0, 15), 0).astype(np.uint8)   # [sb, 8, 32]
+    packed = np.empty((len(b), 12), np.uint8)                          # 6-bit scales and mins, as _scale_min_k4 reads them
+    packed[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
+    packed[:, 4:8] = (mn[:, :4] & 63) | ((mn[:, 4:] >> 4) << 6)
+    packed[:, 8:12] = (sc[:, 4:] & 0xF) | ((mn[:, 4:] & 0xF) << 4)
+    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(len(b), 128)         # sub-blocks 2c (low) and 2c+1 (high) share bytes
+    out = np.concatenate([d.view(np.uint8), dmin.view(np.uint8), packed, qs], axis=1)    # [sb, 144]
+    return out.reshape(-1, x.shape[-1] // QK_K * 144)
+
+QUANTIZERS.update(Q5_0=quantize_q5_0, Q4_K=quantize_q4_k)
+
 # %% ../nbs/15_quant.ipynb #1a4b9d9e
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
@@ -144,28 +180,107 @@ class QuantWeight:
 
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
 
+# %% ../nbs/15_quant.ipynb #0433e17f
+def _codes_u8(b, lo, hi=None):
+    "Low nibbles then high nibbles of bytes lo:lo+16 (plus 16 x the high bits at `hi`), as uint8 codes [blocks, 32]."
+    qs = b[:, lo:lo + 16]
+    c = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+    if hi is not None: c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+    return c
+
+def _affine_k(b, qh=None):
+    "Q4_K (qh None) or Q5_K blocks -> codes [blocks, 256], scale and offset [blocks, 8] (one per sub-block of 32)."
+    d, dmin = _f16(b, 0), _f16(b, 2)
+    sc, mn = _scale_min_k4(b[:, 4:16])                                     # [blocks, 8]
+    qs = b[:, 16:144] if qh is None else b[:, 48:176]
+    q = np.stack([qs.reshape(-1, 4, 32) & 0xF, qs.reshape(-1, 4, 32) >> 4], axis=2).reshape(-1, 8, 32)
+    if qh is not None: q = q + (((b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)
+    return q.reshape(-1, 256), d * sc, -(dmin * mn)
+
+AFFINE = {   # blocks [n, bytes] -> (codes uint8 [n, block], scale [n, block/32], offset [n, block/32])
+    "Q4_0": lambda b: (_codes_u8(b, 2), _f16(b, 0), -8 * _f16(b, 0)),
+    "Q4_1": lambda b: (_codes_u8(b, 4), _f16(b, 0), _f16(b, 2)),
+    "Q5_0": lambda b: (_codes_u8(b, 6, 2), _f16(b, 0), -16 * _f16(b, 0)),
+    "Q5_1": lambda b: (_codes_u8(b, 8, 4), _f16(b, 0), _f16(b, 2)),
+    "Q8_0": lambda b: ((b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8), _f16(b, 0), -128 * _f16(b, 0)),
+    "Q4_K": lambda b: _affine_k(b),
+    "Q5_K": lambda b: _affine_k(b, qh=True),
+}
+CODE_BITS = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q8_0": 8}
+
+def affine_codes(raw: np.ndarray, qtype: str):
+    "Quantized rows [N, row bytes] -> codes uint8 [N, K], scale and offset float32 [N, K/32]: w = offset + scale * code."
+    n, nb = BLOCKS[qtype]
+    c, s, o = AFFINE[qtype](np.asarray(raw, np.uint8).reshape(-1, nb))
+    N = raw.shape[0]
+    return c.reshape(N, -1), s.reshape(N, -1), o.reshape(N, -1)
+
+# %% ../nbs/15_quant.ipynb #2dd1f625
+class TorchQuantWeight:
+    "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
+    def __init__(self, raw: np.ndarray, qtype: str, dtype, device="cpu"):
+        import torch
+        codes, scale, offset = affine_codes(raw, qtype)                        # [N, K] u8, [N, K/32] f32 x 2
+        self.raw, self.qtype, self.dtype, self.device = raw, qtype, dtype, device
+        self.shape = (codes.shape[0], codes.shape[1])
+        N, pad = self.shape[0], -self.shape[0] % 16                            # the kernel wants N in multiples of 16
+        n_planes = -(-CODE_BITS[qtype] // 4)
+        scale, offset = scale.astype(np.float64), offset.astype(np.float64)
+        # code = Σ_p 16^p c_p. Plane p stores c_p + k_p (k_p = 8 when c_p fits in 3 bits, so it needs no shift) and
+        # computes (stored - 8)·16^p·scale; plane 0's zero absorbs the offset and the shifts. Planes then stay about
+        # as large as w itself: no cancellation between big terms, which bfloat16 outputs could not afford.
+        k = [8 if CODE_BITS[qtype] - 4 * p <= 3 else 0 for p in range(n_planes)]
+        z0 = offset + 8 * scale - sum(16 ** p * scale * (k[p] - 8) for p in range(1, n_planes))
+        self.planes = []
+        for p in range(n_planes):
+            c = ((codes >> (4 * p)) & 15).astype(np.int32) + (k[p] if p else 0)
+            s = scale * 16 ** p
+            z = z0 if p == 0 else np.zeros_like(scale)
+            c, s, z = (np.pad(a, ((0, pad), (0, 0))) for a in (c, s, z))
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c), 2)   # [N, K/2] uint8
+            sz = torch.from_numpy(np.stack([s.T, z.T], -1).astype(np.float32)).to(dtype).contiguous()  # [K/32, N, 2]
+            self.planes.append((packed, sz))
+        self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
+
+    def linear(self, x):
+        "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
+        import torch
+        x2 = x.reshape(-1, self.shape[1]).to(self.dtype)                      # [M, K]
+        y = sum(torch.ops.aten._weight_int4pack_mm_for_cpu(x2, p, 32, sz) for p, sz in self.planes)   # [M, N + pad]
+        return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0])
+
+    def __getitem__(self, ids):
+        "Rows `ids` dequantized (the embedding lookup), on torch."
+        import torch
+        a = to_numpy(ids)
+        rows = dequantize(self.raw[a.ravel()], self.qtype).reshape(*a.shape, self.shape[1])
+        return torch.from_numpy(rows).to(self.dtype)
+
+    def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
+
 # %% ../nbs/15_quant.ipynb #0bb497e5
 def quantize_gguf(src, dst, qtype: str = "q8_0", progress: bool = True):
-    "GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0 or Q4_0; norms stay F32."
+    "GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0, Q4_0, Q5_0 or Q4_K (rows not a multiple of 256: Q5_0); norms stay F32."
     import tempfile
     from pathlib import Path
     from tqdm.auto import tqdm
     from minillama.gguf import GGUFFile, write_gguf, convert_to_gguf
     from minillama.model import make_ops
     qt = qtype.upper()
-    if qt not in QUANTIZERS: raise MiniLlamaError(f"type {qtype!r}: choose q8_0 or q4_0")
+    if qt not in QUANTIZERS: raise MiniLlamaError(f"type {qtype!r}: choose one of {', '.join(QUANTIZERS).lower()}")
     src, dst = Path(src), Path(dst)
     with tempfile.TemporaryDirectory() as tmp:
         if src.is_dir(): src = convert_to_gguf(src, Path(tmp) / "f32.gguf", progress=progress)
         g = GGUFFile(src)
         md = {k: v for k, v in g.typed_metadata().items() if k != "general.alignment"}
-        md["general.file_type"] = {"Q8_0": 7, "Q4_0": 2}[qt]
+        md["general.file_type"] = {"Q8_0": 7, "Q4_0": 2, "Q5_0": 8, "Q4_K": 14}[qt]     # llama.cpp's LLAMA_FTYPE_*
         tensors = {}
         for name, info in tqdm(g.tensors.items(), desc=f"quantizing to {qt}", disable=not progress):
             a = g.tensor(name)
             if len(info["shape"]) >= 2 and info["type"] in ("F32", "F16", "BF16"):
                 a = make_ops("numpy").weight(a, info["type"])               # float32: a view when it already is
-                tensors[name] = (QUANTIZERS[qt](a, f"{src}: tensor {name!r}"), qt)
+                t = "Q5_0" if qt == "Q4_K" and a.shape[-1] % QK_K else qt              # llama.cpp's fallback
+                tensors[name] = (QUANTIZERS[t](a, f"{src}: tensor {name!r}"), t)
             else: tensors[name] = (a, info["type"])
         write_gguf(dst, md, tensors, alignment=g.alignment, progress=progress)
     return dst

@@ -10,7 +10,8 @@ import minillama
 from minillama.cli import main, shipped_model
 from minillama.core import MiniLlamaError, assert_close
 from minillama.gguf import GGUFFile
-from minillama.quant import QUANTIZERS, BLOCKS, QuantWeight, dequantize, quantize_gguf
+from minillama.quant import (QUANTIZERS, BLOCKS, AFFINE, QuantWeight, TorchQuantWeight, affine_codes, dequantize,
+                             quantize_gguf, quantize_q4_k)
 from minillama.rope import permute_qk_interleaved_to_half
 
 
@@ -21,7 +22,7 @@ def edge_cases(rng):
             "halves": (np.arange(-128, 128) / 2.0)[None], "ties": np.tile([1.0, -1.0, 0.5, -0.5], (2, 16))}
 
 
-@pytest.mark.parametrize("qt", list(QUANTIZERS))
+@pytest.mark.parametrize("qt", [q for q in QUANTIZERS if q != "Q4_K"])     # gguf.quants cannot write K-quants
 def test_quantize_byte_exact(qt, rng):
     for name, x in edge_cases(rng).items():
         x = x.astype(np.float32)
@@ -54,7 +55,58 @@ def test_bad_input():
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     d = tmp_path_factory.mktemp("q")
-    return {qt: quantize_gguf(shipped_model(), d / f"{qt}.gguf", qt, progress=False) for qt in ("q8_0", "q4_0")}, d
+    return {qt: quantize_gguf(shipped_model(), d / f"{qt}.gguf", qt, progress=False) for qt in ("q8_0", "q4_0", "q4_k")}, d
+
+
+def test_q4_k_file(quantized):
+    "Q4_K where rows are multiples of 256, Q5_0 (llama.cpp's fallback) elsewhere; llama.cpp's reader agrees with ours."
+    files, d = quantized
+    g, r = GGUFFile(files["q4_k"]), gguf.GGUFReader(files["q4_k"])
+    kinds = {t.name: t.tensor_type.name for t in r.tensors}
+    assert kinds["blk.0.ffn_down.weight"] == "Q5_0" and kinds["blk.0.attn_q.weight"] == "Q4_K" and kinds["blk.0.attn_norm.weight"] == "F32"
+    for t in r.tensors:
+        if t.tensor_type.name in ("Q4_K", "Q5_0"):
+            raw = g.tensor(t.name)
+            assert np.array_equal(dequantize(raw, t.tensor_type.name), ref_dequantize(raw, t.tensor_type).astype(np.float32))
+
+
+def test_q4_k_quantizer(rng):
+    w = (rng.standard_t(5, size=(32, 1024)) * 0.02).astype(np.float32)
+    rms = lambda qt, raw: np.sqrt(((dequantize(raw, qt) - w) ** 2).mean() / (w ** 2).mean())
+    e4k, e40, e50 = rms("Q4_K", quantize_q4_k(w)), rms("Q4_0", QUANTIZERS["Q4_0"](w)), rms("Q5_0", QUANTIZERS["Q5_0"](w))
+    print(f"RMS error: Q4_K {e4k:.2%}, Q4_0 {e40:.2%}, Q5_0 {e50:.2%}")
+    assert e50 < e4k < 0.9 * e40
+    for x in edge_cases(rng).values():
+        x = x.astype(np.float32)
+        if x.shape[-1] % 256: continue
+        raw = quantize_q4_k(x)
+        assert raw.shape == (x.shape[0], x.shape[1] // 256 * 144)
+        got = dequantize(raw, "Q4_K")
+        assert np.array_equal(got, ref_dequantize(raw, T.Q4_K).astype(np.float32)) and np.isfinite(got).all()
+    assert np.array_equal(dequantize(quantize_q4_k(np.zeros((2, 256), np.float32)), "Q4_K"), np.zeros((2, 256)))
+    with pytest.raises(MiniLlamaError, match="w.down: row length 640 is not a multiple of the block size 256"):
+        quantize_q4_k(np.ones((2, 640), np.float32), "w.down")
+
+
+@pytest.mark.parametrize("qt", list(AFFINE))
+def test_torch_int4_planes(qt, rng):
+    "Every affine type through torch's int4 kernel: equal to the dequantized product (float32 and bfloat16 tolerances)."
+    n, nb = BLOCKS[qt]
+    raw = rng.integers(0, 256, size=(37, 512 // n * nb), dtype=np.uint8)       # 37 rows: padded to 48 inside
+    blocks = raw.reshape(-1, nb)
+    for off in {"Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2)}.get(qt, (0,)):
+        blocks[:, off:off + 2] = np.float16(rng.uniform(-0.01, 0.01, len(blocks))).view(np.uint8).reshape(-1, 2)
+    c, s, o = affine_codes(raw, qt)
+    W = dequantize(raw, qt)
+    assert_close((o[:, :, None] + s[:, :, None] * c.reshape(37, -1, 32)).reshape(37, -1), W, what=f"{qt} codes")
+    x = rng.standard_normal((2, 3, 512)).astype(np.float32)
+    tw = TorchQuantWeight(raw, qt, torch.float32)
+    assert tw.shape == (37, 512) and tw.nbytes < W.nbytes / 2
+    assert_close(tw.linear(torch.from_numpy(x)), x @ W.T, what=f"{qt} int4 planes, float32")
+    assert_close(tw.linear(torch.from_numpy(x[0, :1])), x[0, :1] @ W.T, what=f"{qt} one row")
+    tb = TorchQuantWeight(raw, qt, torch.bfloat16)
+    assert_close(tb.linear(torch.from_numpy(x).bfloat16()), x @ W.T, "bfloat16", what=f"{qt} int4 planes, bfloat16")
+    assert torch.equal(tw[np.array([[3, 36]])], torch.from_numpy(W[[3, 36]][None]))
 
 
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
@@ -70,18 +122,23 @@ def test_quantized_file(quantized, qt):
     assert {"q8_0": 0.25 < ratio < 0.30, "q4_0": 0.13 < ratio < 0.17}[qt], ratio
 
 
-@pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("qt", ["q8_0", "q4_0", "q4_k"])
 def test_quantized_inference(quantized, qt):
-    "Weights stay quantized on numpy; numpy == torch; and both equal transformers run on the dequantized weights."
+    "Weights stay quantized on numpy and on torch; numpy == torch; and both equal transformers on the dequantized weights."
     from transformers import LlamaForCausalLM
     files, _ = quantized
     mn, mt = minillama.load(files[qt], "numpy"), minillama.load(files[qt], "torch", device="cpu")
     assert isinstance(mn.w.layers[0].w_down, QuantWeight) and isinstance(mn.w.tok_embeddings, QuantWeight)
+    assert isinstance(mt.w.layers[0].wq, TorchQuantWeight) and isinstance(mt.w.layers[0].w_down, TorchQuantWeight)
     held = sum(a.nbytes for _, a in mn.w.items() if isinstance(a, QuantWeight))
     assert held < 0.3 * sum(np.prod(a.shape) * 4 for _, a in mn.w.items() if isinstance(a, QuantWeight))
+    held_t = sum(a.nbytes for _, a in mt.w.items() if isinstance(a, TorchQuantWeight))
+    assert held_t < 0.5 * sum(np.prod(a.shape) * 4 for _, a in mt.w.items() if isinstance(a, TorchQuantWeight))
     ids = np.array(minillama.Tokenizer.from_file(files[qt]).encode("The \"while\" statement is used for", bos=True))
     ln = mn.forward(ids)
     assert_close(mt.forward(ids), ln, what=f"{qt}: torch vs numpy")
+    mb = minillama.load(files[qt], "torch", device="cpu", dtype="bfloat16")           # torch's fast int4 kernels
+    assert_close(mb.forward(ids), ln, "bfloat16", what=f"{qt}: torch bfloat16 vs numpy")
     hf = LlamaForCausalLM.from_pretrained(shipped_model(), dtype=torch.float32).eval()
     c = mn.cfg
     with torch.no_grad():
@@ -112,3 +169,6 @@ def test_cli_quantize(tmp_path, capsys):
     assert main(["quantize", str(shipped_model()), str(tmp_path / "q.gguf"), "--type", "q4_0"]) == 0
     assert main(["generate", "Assert", "--model", str(tmp_path / "q.gguf"), "--max-new-tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.count("Assert") >= 1
+    assert main(["generate", "Assert", "--model", str(tmp_path / "q.gguf"), "--max-new-tokens", "5", "--backend", "torch",
+                 "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out.startswith("Assert")
