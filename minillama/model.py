@@ -19,8 +19,8 @@ from .layers import linear_np, linear_torch, rmsnorm_np, rmsnorm_torch, swiglu_n
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['BACKENDS', 'LlamaConfig', 'LayerWeights', 'Weights', 'weight_shapes', 'random_weights', 'NumpyOps', 'TorchOps',
-           'make_ops', 'Llama']
+__all__ = ['FLASH_MIN_SCORES', 'BACKENDS', 'LlamaConfig', 'LayerWeights', 'Weights', 'weight_shapes', 'random_weights',
+           'NumpyOps', 'TorchOps', 'make_ops', 'Llama']
 
 # %% ../nbs/06_model.ipynb #52277148
 @dataclass
@@ -137,6 +137,8 @@ def random_weights(cfg: LlamaConfig, seed: int = 0, scale: float = 1.0) -> Weigh
     return Weights.build(cfg, lambda n: make(n, weight_shapes(cfg)[n]))
 
 # %% ../nbs/06_model.ipynb #b01520d6
+FLASH_MIN_SCORES = 1 << 24      # past this many attention scores (64 MiB in float32) attention runs in chunks
+
 class NumpyOps:
     "float32 numpy kernels; runs on any CPU."
     name, device = "numpy", "cpu"
@@ -164,7 +166,14 @@ class NumpyOps:
     def numpy(self, x):           return x
     def context(self):            return contextlib.nullcontext()
     embed, linear, rmsnorm = staticmethod(embed_np), staticmethod(linear_np), staticmethod(rmsnorm_np)
-    swiglu, attention = staticmethod(swiglu_np), staticmethod(attention_np)
+    swiglu = staticmethod(swiglu_np)
+
+    def attention(self, q, k, v):
+        "Naive attention (notebook 04), or the chunked online softmax (notebook 16) once the scores pass FLASH_MIN_SCORES."
+        if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > FLASH_MIN_SCORES:
+            from minillama.flash import flash_attention_np
+            return flash_attention_np(q, k, v)
+        return attention_np(q, k, v)
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -203,7 +212,17 @@ class TorchOps(NumpyOps):
     def numpy(self, x):     return to_numpy(x)
     def context(self):      return torch.inference_mode()
     embed, linear, rmsnorm = staticmethod(embed_torch), staticmethod(linear_torch), staticmethod(rmsnorm_torch)
-    swiglu, attention = staticmethod(swiglu_torch), staticmethod(attention_torch)
+    swiglu = staticmethod(swiglu_torch)
+
+    def attention(self, q, k, v):
+        "torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new token); else as NumpyOps."
+        T, S = q.shape[2], k.shape[2]
+        if T == S or T == 1:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+        if q.shape[0] * q.shape[1] * T * S > FLASH_MIN_SCORES:
+            from minillama.flash import flash_attention_torch
+            return flash_attention_torch(q, k, v)
+        return attention_torch(q, k, v)
 
 BACKENDS = {"numpy": NumpyOps, "torch": TorchOps}
 

@@ -33,3 +33,25 @@ def test_extreme_scores_stay_finite(rng):
     out = flash_attention_np(q, k, v, 8)
     assert np.isfinite(out).all()
     assert_close(out, attention_np(q, k, v), rtol=1e-5, what="extreme scores")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_model_uses_chunked_attention_for_long_prompts(backend, monkeypatch, rng):
+    "Past FLASH_MIN_SCORES the model's attention runs in chunks (torch: SDPA where it applies); the logits do not change."
+    import minillama.model as mm, minillama.flash as mf
+    from minillama.model import Llama, LlamaConfig, random_weights
+    cfg = LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=100, hidden_dim=128, max_seq_len=600)
+    ids = rng.integers(0, 100, 300)
+    m = Llama.from_weights(cfg, random_weights(cfg), backend, device="cpu" if backend == "torch" else None)
+    c_ref = m.new_cache()
+    ref = np.concatenate([m.ops.numpy(m.forward(ids[:200], c_ref)), m.ops.numpy(m.forward(ids[200:], c_ref, 200))])
+    calls = []
+    name = f"flash_attention_{'np' if backend == 'numpy' else 'torch'}"
+    real = getattr(mf, name)
+    monkeypatch.setattr(mf, name, lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    monkeypatch.setattr(mm, "FLASH_MIN_SCORES", 1000)
+    c = m.new_cache()
+    got = np.concatenate([m.ops.numpy(m.forward(ids[:200], c)), m.ops.numpy(m.forward(ids[200:], c, 200))])
+    assert calls, "the chunked kernel was not used"
+    if backend == "torch": assert all(s[2] == 100 for s in calls)       # the prompt from 0 went to SDPA, the rest chunked
+    assert_close(got, ref, what=f"{backend}: chunked attention in the model vs naive")
