@@ -104,9 +104,6 @@ class _Pass:
     def release(self):
         if self.held is not None: self.free.put(self.held); self.held = None
 
-    @property
-    def done(self) -> bool: return self.pos >= len(self.order)
-
     def close(self):
         self.stop.set(); self.free.put(None)
         if self.thread is not None: self.thread.join()
@@ -180,7 +177,7 @@ def _gguf_spans(path):
     from minillama.gguf import GGUFFile, config_from_gguf, gguf_name
     from minillama.quant import DEQUANTIZERS
     g = GGUFFile(path)
-    cfg, shapes = config_from_gguf(g), None
+    cfg = config_from_gguf(g)
     shapes = weight_shapes(cfg)
     def span(key):
         name = gguf_name("tok_embeddings" if key == "output" and cfg.tie_embeddings else key)
