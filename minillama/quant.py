@@ -154,15 +154,25 @@ def quantize_q4_k(x: np.ndarray, what: str = "tensor") -> np.ndarray:
 QUANTIZERS.update(Q5_0=quantize_q5_0, Q4_K=quantize_q4_k)
 
 # %% ../nbs/15_quant.ipynb #1a4b9d9e
+_NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
+
+def _scaled_codes(b: np.ndarray, qtype: str):
+    "Q4_0, Q4_1, Q8_0 blocks -> (scale·code [blocks, 32], offset [blocks, 1] or None); 4-bit codes in nibble order 0,16,1,17,.."
+    d = _f16(b, 0)                                                    # [blocks, 1]
+    if qtype == "Q8_0": v = b[:, 2:].view(np.int8).astype(np.float32)
+    else: v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)  # a lookup per byte
+    v *= d
+    return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
+
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
-    def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 22):
+    def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 18):
         if qtype not in DEQUANTIZERS: raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
         n, nb = BLOCKS[qtype]
         self.raw, self.qtype = raw, qtype                                 # [out, row bytes] uint8
         self.shape = (raw.shape[0], raw.shape[1] // nb * n)
         self.nbytes, self.ndim, self.dtype = raw.nbytes, 2, np.dtype(np.float32)
-        self.chunk = max(1, chunk_bytes // (self.shape[1] * 4))           # rows per dequantized chunk
+        self.chunk = max(1, chunk_bytes // (self.shape[1] * 4))           # rows per dequantized chunk (stays in cache)
 
     def __getitem__(self, ids):
         "Rows `ids` (any shape of ints) -> float32 [..., in]: the embedding lookup."
@@ -171,11 +181,23 @@ class QuantWeight:
 
     def linear(self, x: np.ndarray) -> np.ndarray:
         "x [..., in] @ W.T -> [..., out], dequantizing `chunk` rows at a time."
-        x2 = x.reshape(-1, x.shape[-1])                                   # [N, in]
-        out = np.empty((x2.shape[0], self.shape[0]), np.float32)          # [N, out]
+        x2 = x.reshape(-1, x.shape[-1])                                   # [M, K]
+        M, K = x2.shape
+        out = np.empty((M, self.shape[0]), np.float32)                    # [M, out]
+        fast = self.qtype in ("Q4_0", "Q4_1", "Q8_0")
+        if fast:                                                          # w = scale·code + offset, per block of 32:
+            xb = x2.reshape(M, K // 32, 32)
+            bsum = xb.sum(-1)                                             # [M, K/32] the offset multiplies x's block sums
+            if self.qtype != "Q8_0": x2 = xb.reshape(M, -1, 2, 16).transpose(0, 1, 3, 2).reshape(M, K)   # nibble order
         for r in range(0, self.shape[0], self.chunk):
-            w = dequantize(self.raw[r:r + self.chunk], self.qtype)        # [chunk, in]
-            out[:, r:r + len(w)] = linear_np(x2, w)                       # gemv or gemm, as for any float matrix
+            raw = self.raw[r:r + self.chunk]                              # [chunk, row bytes]
+            if not fast:
+                out[:, r:r + len(raw)] = linear_np(x2, dequantize(raw, self.qtype))   # [M, chunk]
+                continue
+            v, off = _scaled_codes(raw.reshape(-1, BLOCKS[self.qtype][1]), self.qtype)
+            y = linear_np(x2, v.reshape(len(raw), K))                     # [M, chunk]: scale·code only
+            if off is not None: y += linear_np(bsum, off.reshape(len(raw), -1))   # + offsets x block sums
+            out[:, r:r + len(raw)] = y
         return out.reshape(*x.shape[:-1], self.shape[0])
 
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)

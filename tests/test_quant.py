@@ -90,7 +90,7 @@ def test_q4_k_quantizer(rng):
 
 @pytest.mark.parametrize("qt", list(AFFINE))
 def test_torch_int4_planes(qt, rng):
-    "Every affine type through torch's int4 kernel: equal to the dequantized product (float32 and bfloat16 tolerances)."
+    "Every affine type, numpy chunks and torch's int4 kernel: equal to the dequantized product (float32, bfloat16 tolerances)."
     n, nb = BLOCKS[qt]
     raw = rng.integers(0, 256, size=(37, 512 // n * nb), dtype=np.uint8)       # 37 rows: padded to 48 inside
     blocks = raw.reshape(-1, nb)
@@ -100,6 +100,9 @@ def test_torch_int4_planes(qt, rng):
     W = dequantize(raw, qt)
     assert_close((o[:, :, None] + s[:, :, None] * c.reshape(37, -1, 32)).reshape(37, -1), W, what=f"{qt} codes")
     x = rng.standard_normal((2, 3, 512)).astype(np.float32)
+    qw = QuantWeight(raw, qt, chunk_bytes=16 * 512 * 4)                         # numpy, 16 rows per chunk
+    assert_close(qw.linear(x), x @ W.T, what=f"{qt} numpy chunks")
+    assert_close(qw.linear(x[0, :1]), x[0, :1] @ W.T, what=f"{qt} numpy one row")
     tw = TorchQuantWeight(raw, qt, torch.float32)
     assert tw.shape == (37, 512) and tw.nbytes < W.nbytes / 2
     assert_close(tw.linear(torch.from_numpy(x)), x @ W.T, what=f"{qt} int4 planes, float32")
