@@ -143,3 +143,16 @@ def test_cli_stream_layers(capsys):
     assert main(args + ["--stream-layers", "--memory-budget", "1M"]) == 1
     err = capsys.readouterr().err
     assert "memory budget 1.0 MiB is smaller than one layer (2.6 MiB)" in err and str(shipped_model()) in err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_streaming(files):
+    "On a GPU: pinned host buffers, copies on a side stream; logits equal the in-memory model's."
+    ref = minillama.load(files / "m.gguf", "torch", device="cuda")
+    m = minillama.load(files / "m.gguf", "torch", device="cuda", stream=True)
+    assert m.streamer.cuda and m.streamer.copy_stream is not None
+    ids = np.array([1, 1500, 7, 99, 3])
+    c1, c2 = ref.new_cache(), m.new_cache()
+    assert_close(m.forward(ids, c2), ref.forward(ids, c1), "float32", what="cuda streamed prompt")
+    for pos in range(5, 9):
+        assert_close(m.forward([pos], c2, pos), ref.forward([pos], c1, pos), "float32", what=f"cuda step {pos}")
