@@ -86,6 +86,11 @@ def _tokenize(a) -> int:
 
 def _convert(a) -> int:
     from minillama.gguf import convert_to_gguf
+    if a.shard_layers:
+        from minillama.stream import shard_layers
+        out = shard_layers(a.src, a.dst)
+        print(f"wrote {out} ({len(list(out.glob('*.safetensors')))} files, {sum(f.stat().st_size for f in out.iterdir()):,} bytes)")
+        return 0
     if Path(a.dst).suffix != ".gguf": raise MiniLlamaError(f"{a.dst}: the output must be a .gguf file")
     out = convert_to_gguf(a.src, a.dst, a.outtype)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
@@ -150,8 +155,10 @@ def parser() -> argparse.ArgumentParser:
                                    "interleaved RoPE pairs) or Meta's layout (params.json + consolidated.NN.pth, unsharded "
                                    "by rows or columns per tensor, read with torch.load(weights_only=True)). Norms stay F32.")
     c.add_argument("src", help="checkpoint directory (Hugging Face or Meta layout)")
-    c.add_argument("dst", help="output .gguf file (written to a temporary name, renamed when complete)")
+    c.add_argument("dst", help="output .gguf file, or directory with --shard-layers (written to a temporary name, renamed when complete)")
     c.add_argument("--outtype", choices=["f32", "f16"], default="f32", help="type of the weight matrices (default f32)")
+    c.add_argument("--shard-layers", action="store_true", help="instead of GGUF, write a Hugging Face checkpoint "
+                   "directory with one safetensors file per layer (AirLLM's layout; SRC must be a Hugging Face checkpoint)")
     c.set_defaults(run=_convert)
     q = sub.add_parser("quantize", help="quantize a GGUF file (or checkpoint directory) to Q8_0, Q4_0, Q5_0 or Q4_K",
                        description="Write SRC with every weight matrix quantized as llama.cpp does (byte for byte for "

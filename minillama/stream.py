@@ -17,8 +17,8 @@ from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
 __all__ = ['LLAMA2_SIZES', 'STREAM_PROBE', 'kv_cache_bytes', 'Span', 'read_into', 'LayerStreamer', 'stream_units',
-           'StreamedLayers', 'StreamedOutput', 'DiskRows', 'load_streamed', 'stream_probe', 'disk_read_bandwidth',
-           'big_random_gguf']
+           'StreamedLayers', 'StreamedOutput', 'DiskRows', 'load_streamed', 'shard_layers', 'stream_probe',
+           'disk_read_bandwidth', 'big_random_gguf']
 
 # %% ../nbs/17_stream.ipynb #58c2dbf5
 def kv_cache_bytes(cfg: LlamaConfig, positions: int | None = None, bytes_per: int = 2, batch: int = 1) -> int:
@@ -116,11 +116,7 @@ class LayerStreamer:
         self.cuda = str(getattr(ops, "device", "cpu")).startswith("cuda")
         self.fds, self.stamps = {}, {}
         for u in units:
-            for s in u:
-                if s.path not in self.fds:
-                    try: self.fds[s.path] = os.open(s.path, os.O_RDONLY)
-                    except OSError as e: raise MiniLlamaError(f"{s.path}: cannot open: {e.strerror}") from None
-                    st = os.fstat(self.fds[s.path]); self.stamps[s.path] = (st.st_size, st.st_mtime_ns)
+            for s in u: self.fd(s.path)
         self.unit_bytes = max(sum(_aligned(s.nbytes) for s in u) for u in units)
         alloc = ((lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=True).numpy()) if self.cuda
                  else (lambda n: np.empty(n, np.uint8)))
@@ -128,6 +124,14 @@ class LayerStreamer:
         self.copy_stream = torch.cuda.Stream(self.ops.device) if self.cuda else None
         self.current: _Pass | None = None
         self.stats = dict(read_bytes=0, read_s=0.0, wait_s=0.0, passes=0)
+
+    def fd(self, path: str) -> int:
+        "The read-only descriptor of `path`, opened once; its size and time are noted to catch changes."
+        if path not in self.fds:
+            try: self.fds[path] = os.open(path, os.O_RDONLY)
+            except OSError as e: raise MiniLlamaError(f"{path}: cannot open: {e.strerror}") from None
+            st = os.fstat(self.fds[path]); self.stamps[path] = (st.st_size, st.st_mtime_ns)
+        return self.fds[path]
 
     def check_files(self):
         "MiniLlamaError if a file's size or modification time changed since it was opened."
@@ -143,7 +147,7 @@ class LayerStreamer:
         t = time.perf_counter()
         for s in self.units[j]:
             part = buf[pos:pos + s.nbytes]
-            read_into(self.fds[s.path], part, s.offset, s.path)
+            read_into(self.fd(s.path), part, s.offset, s.path)
             if self.drop_cache: os.posix_fadvise(self.fds[s.path], s.offset, s.nbytes, os.POSIX_FADV_DONTNEED)
             raw.append((s, buf[pos:pos + _aligned(s.nbytes)]))
             pos += _aligned(s.nbytes)
@@ -251,7 +255,7 @@ class DiskRows:
     def __getitem__(self, ids):
         u, inv = np.unique(to_numpy(ids), return_inverse=True)                           # distinct rows only
         raw = np.empty((len(u), self.row_bytes), np.uint8)                                # [n, row bytes]
-        fd = self.s.fds[self.span.path]
+        fd = self.s.fd(self.span.path)
         for r, i in enumerate(u): read_into(fd, raw[r], self.span.offset + int(i) * self.row_bytes, self.span.path)
         rows = Span("rows", self.span.path, 0, raw.nbytes, (len(u), *self.shape[1:]), self.span.type)
         W = self.s.ops.weight(_view(raw.reshape(-1), rows), self.span.type)              # [n, D]
@@ -275,7 +279,7 @@ def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype
         if prefetch is None: prefetch = memory_budget >= 2 * unit
     st = LayerStreamer(layers + head, ops, prefetch=True if prefetch is None else prefetch, drop_cache=drop_cache)
     norm_buf = np.empty(norm.nbytes, np.uint8)
-    read_into(st.fds[norm.path], norm_buf, norm.offset, norm.path)
+    read_into(st.fd(norm.path), norm_buf, norm.offset, norm.path)
     w = Weights(DiskRows(st, emb), StreamedLayers(st, cfg.n_layers, len(head)), ops.weight(_view(norm_buf, norm), norm.type),
                 StreamedOutput(st, cfg.n_layers, len(head), (cfg.vocab_size, cfg.dim)))
     m = Llama(cfg, w, ops)
@@ -283,6 +287,36 @@ def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype
     m.source, m.streamer = str(path), st
     m.bytes_per_token = sum(s.nbytes for u in layers + head for s in u)
     return m
+
+# %% ../nbs/17_stream.ipynb #e785bc14
+def shard_layers(src, dst, progress: bool = True) -> Path:
+    "A Hugging Face checkpoint -> directory `dst` with one safetensors file per layer (BF16 written as F32), the index, config.json and tokenizer.model; built under a temporary name, renamed when complete."
+    import shutil
+    from tqdm.auto import tqdm
+    from minillama.checkpoint import Checkpoint, save_safetensors, hf_name
+    ck, dst = Checkpoint(src), Path(dst)
+    cfg = ck.config
+    if dst.exists(): raise MiniLlamaError(f"{dst}: already exists; give a new directory")
+    groups = {"embed.safetensors": ["tok_embeddings"]}
+    groups.update({f"layer-{i:03d}.safetensors": [f"layers.{i}.{k.name}" for k in fields(LayerWeights)] for i in range(cfg.n_layers)})
+    groups["head.safetensors"] = ["norm"] + ([] if cfg.tie_embeddings else ["output"])
+    as_f32 = make_ops("numpy").weight
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        weight_map = {}
+        for fn, keys in tqdm(groups.items(), desc=f"one file per layer: {dst.name}", disable=not progress):
+            arrays = {hf_name(k): ck.get(k) for k in keys}                    # name -> (array, dtype)
+            save_safetensors(tmp / fn, {n: (as_f32(a, dt) if dt == "BF16" else a) for n, (a, dt) in arrays.items()})
+            weight_map.update(dict.fromkeys(arrays, fn))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+        for f in ("config.json", "tokenizer.model"):
+            if (ck.dir / f).is_file(): shutil.copy(ck.dir / f, tmp / f)
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
 
 # %% ../nbs/17_stream.ipynb #bf51b7e1
 STREAM_PROBE = r'''

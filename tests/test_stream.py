@@ -156,3 +156,36 @@ def test_cuda_streaming(files):
     assert_close(m.forward(ids, c2), ref.forward(ids, c1), "float32", what="cuda streamed prompt")
     for pos in range(5, 9):
         assert_close(m.forward([pos], c2, pos), ref.forward([pos], c1, pos), "float32", what=f"cuda step {pos}")
+
+
+def test_shard_layers(tmp_path, capsys, monkeypatch):
+    "One safetensors file per layer (AirLLM's layout): the same model in memory and streamed; atomic; no overwrite."
+    dst = tmp_path / "per_layer"
+    assert main(["convert", str(shipped_model()), str(dst), "--shard-layers"]) == 0
+    cfg = minillama.load(shipped_model()).cfg
+    assert sorted(p.name for p in dst.glob("layer-*.safetensors")) == [f"layer-{i:03d}.safetensors" for i in range(cfg.n_layers)]
+    assert (dst / "tokenizer.model").is_file() and (dst / "model.safetensors.index.json").is_file()
+    ids = np.arange(1, 40)
+    ref = minillama.load(shipped_model()).forward(ids)
+    assert_close(minillama.load(dst).forward(ids), ref, "float32", what="per-layer shards in memory")
+    m = minillama.load(dst, stream=True)
+    assert_close(m.forward(ids), ref, "float32", what="per-layer shards streamed")
+    assert all(len({s.path for s in u}) == 1 for u in m.streamer.units)              # a layer is one file
+    capsys.readouterr()
+    args = ["generate", "The \"for\" statement", "--seed", "0", "--max-new-tokens", "12"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--model", str(dst), "--stream-layers"]) == 0 and capsys.readouterr().out == plain
+    assert main(["convert", str(shipped_model()), str(dst), "--shard-layers"]) == 1
+    assert "per_layer: already exists" in capsys.readouterr().err
+    import minillama.checkpoint as ckpt
+    calls = []
+    real = ckpt.save_safetensors
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3: raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ckpt, "save_safetensors", failing)
+    with pytest.raises(KeyboardInterrupt):
+        minillama.stream.shard_layers(shipped_model(), tmp_path / "half", progress=False)
+    assert not (tmp_path / "half").exists() and not (tmp_path / "half.tmp").exists()
