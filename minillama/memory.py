@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PAGE', 'PROBE', 'smaps_rollup', 'resident', 'page_faults', 'io_read_bytes', 'evict', 'warm', 'probe']
+__all__ = ['PAGE', 'PROBE', 'MADV_DONTNEED', 'smaps_rollup', 'resident', 'page_faults', 'io_read_bytes', 'evict', 'warm', 'probe',
+           'drop_mapped_pages']
 
 # %% ../nbs/14_mmap.ipynb #e2ef4394
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -93,3 +94,20 @@ def probe(path, use_mmap: bool = True, cache: str = "warm", advice: str = "none"
     r = subprocess.run([sys.executable, "-c", PROBE, str(path), "mmap" if use_mmap else "read", advice],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+# %% ../nbs/14_mmap.ipynb #eff257ca
+MADV_DONTNEED = 4
+
+def drop_mapped_pages(a: np.ndarray) -> int:
+    "If `a` is a contiguous view of a read-only shared `mmap`, unmap the whole pages under it (RSS falls, the data stays in the file); else do nothing. Returns the bytes released."
+    import mmap
+    obj = a
+    while isinstance(obj, np.ndarray): obj = obj.base
+    if isinstance(obj, memoryview): obj = obj.obj
+    if not isinstance(obj, mmap.mmap) or not a.flags.c_contiguous: return 0
+    start = -(-a.ctypes.data // PAGE) * PAGE                          # whole pages inside the array only
+    end = (a.ctypes.data + a.nbytes) // PAGE * PAGE
+    if end <= start: return 0
+    if _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) != 0:
+        raise OSError(ctypes.get_errno(), "madvise failed")
+    return end - start

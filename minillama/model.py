@@ -139,6 +139,12 @@ def random_weights(cfg: LlamaConfig, seed: int = 0, scale: float = 1.0) -> Weigh
 # %% ../nbs/06_model.ipynb #b01520d6
 FLASH_MIN_SCORES = 1 << 24      # past this many attention scores (64 MiB in float32) attention runs in chunks
 
+def _release(src: np.ndarray, out):
+    "`out` is a copy of `src`: if `src` is a view of a mapped file, its pages leave this process's memory (notebook 14)."
+    from minillama.memory import drop_mapped_pages
+    drop_mapped_pages(src)
+    return out
+
 class NumpyOps:
     "float32 numpy kernels; runs on any CPU."
     name, device = "numpy", "cpu"
@@ -153,8 +159,8 @@ class NumpyOps:
         if dtype.startswith("Q"):
             from minillama.quant import QuantWeight                    # (the quantization notebook comes later)
             return QuantWeight(a, dtype)
-        if dtype == "BF16": return (a.astype(np.uint32) << 16).view(np.float32)
-        return a if a.dtype == np.float32 else a.astype(np.float32)
+        if a.dtype == np.float32: return a
+        return _release(a, (a.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else a.astype(np.float32))
 
     def ids(self, ids: np.ndarray): return ids
     def zeros(self, shape): return np.zeros(shape, np.float32)
@@ -196,12 +202,13 @@ class TorchOps(NumpyOps):
         if dtype.startswith("Q"):                                      # kept quantized where torch has a kernel (notebook 15)
             from minillama.quant import TorchQuantWeight, AFFINE, dequantize
             if self.device.type == "cpu" and dtype in AFFINE: return TorchQuantWeight(a, dtype, self.dtype)
-            a, dtype = dequantize(a, dtype), "F32"                     # Q6_K, and on CUDA: dequantized at load
+            a, dtype = _release(a, dequantize(a, dtype)), "F32"        # Q6_K, and on CUDA: dequantized at load
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                # read-only (memory-mapped) arrays: we never write weights
             t = torch.from_numpy(a)
         if dtype == "BF16": t = t.view(torch.bfloat16)
-        return t.to(device=self.device, dtype=self.dtype)
+        out = t.to(device=self.device, dtype=self.dtype)
+        return out if out.data_ptr() == t.data_ptr() else _release(a, out)   # a copy: another dtype, or the GPU
 
     def ids(self, ids: np.ndarray): return torch.from_numpy(ids).to(self.device)
     def zeros(self, shape): return torch.zeros(shape, dtype=self.dtype, device=self.device)

@@ -263,6 +263,8 @@ class TorchQuantWeight:
             sz = torch.from_numpy(np.stack([s.T, z.T], -1).astype(np.float32)).to(dtype).contiguous()  # [K/32, N, 2]
             self.planes.append((packed, sz))
         self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
+        from minillama.memory import drop_mapped_pages
+        drop_mapped_pages(raw)                                                 # packed now: the file's pages can go
 
     def linear(self, x):
         "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
