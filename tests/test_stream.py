@@ -189,3 +189,23 @@ def test_shard_layers(tmp_path, capsys, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         minillama.stream.shard_layers(shipped_model(), tmp_path / "half", progress=False)
     assert not (tmp_path / "half").exists() and not (tmp_path / "half.tmp").exists()
+
+
+def test_copied_weights_leave_the_map(tmp_path):
+    "Weights copied at load (torch bfloat16 here) do not keep the file's pages resident; float32 views do."
+    from minillama.memory import smaps_rollup, evict
+    c = LlamaConfig(dim=256, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=8000, hidden_dim=1024, max_seq_len=64)
+    p = tmp_path / "w.gguf"
+    write_gguf(p, gguf_md(c), {gguf_name(n): (a, "F32") for n, a in random_weights(c).items()}, progress=False)
+    size = p.stat().st_size
+    file_rss = lambda: (lambda s: s["Rss"] - s["Anonymous"])(smaps_rollup())
+    evict(p)
+    r0 = file_rss()
+    m = minillama.load(p, "torch", device="cpu", dtype="bfloat16")
+    grew = file_rss() - r0
+    m.forward([1, 2, 3])
+    print(f"{size / 2**20:.0f} MiB file; file-backed RSS after a bfloat16 load grew by {grew / 2**20:.1f} MiB")
+    assert grew < 0.1 * size
+    m32 = minillama.load(p, "torch", device="cpu")
+    m32.forward([1, 2, 3])                                              # float32: the weights are the map itself
+    assert file_rss() - r0 > 0.8 * size
