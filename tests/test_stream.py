@@ -207,5 +207,5 @@ def test_copied_weights_leave_the_map(tmp_path):
     print(f"{size / 2**20:.0f} MiB file; file-backed RSS after a bfloat16 load grew by {grew / 2**20:.1f} MiB")
     assert grew < 0.1 * size
     m32 = minillama.load(p, "torch", device="cpu")
-    m32.forward([1, 2, 3])                                              # float32: the weights are the map itself
-    assert file_rss() - r0 > 0.8 * size
+    m32.forward([1, 2, 3])                    # float32: the weights are the map itself, touched (all but 3 embedding rows)
+    assert file_rss() - r0 > 0.6 * size
