@@ -209,3 +209,17 @@ def test_copied_weights_leave_the_map(tmp_path):
     m32 = minillama.load(p, "torch", device="cpu")
     m32.forward([1, 2, 3])                    # float32: the weights are the map itself, touched (all but 3 embedding rows)
     assert file_rss() - r0 > 0.6 * size
+
+
+def test_interrupted_pass_is_cleaned_up(files):
+    "A forward interrupted between layers leaves no stuck reader: the next pass closes it and gives the right logits."
+    m, ref = load_streamed(files / "m.gguf"), minillama.load(files / "m.gguf")
+    def boom(name, x):
+        if name == "block.1": raise KeyboardInterrupt
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt): m.forward([1, 2, 3], trace=boom)
+    p = m.streamer.current                                               # only the last interrupted pass is open
+    assert p is not None and p.thread.is_alive()
+    assert_close(m.forward([1, 2, 3]), ref.forward([1, 2, 3]), "float32", what="after interrupted passes")
+    assert not p.thread.is_alive()
+    assert m.streamer.current is None                                    # a finished pass closes its reader
