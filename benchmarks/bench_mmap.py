@@ -8,8 +8,8 @@ Usage: python benchmarks/bench_mmap.py [--sizes 0.25 0.5 1 2] [--dir /var/tmp]  
 """
 import argparse, shutil, tempfile
 from pathlib import Path
-from minillama.model import LlamaConfig, random_weights
-from minillama.gguf import write_gguf, gguf_name
+from minillama.model import LlamaConfig
+from minillama.gguf import write_random_gguf
 from minillama.memory import probe
 
 
@@ -18,10 +18,7 @@ def make(path, gib):
     emb = 2 * 8000 * 1024 * 4
     n_layers = max(1, round((gib * 2**30 - emb) / per_layer))
     cfg = LlamaConfig(dim=1024, n_layers=n_layers, n_heads=16, n_kv_heads=16, vocab_size=8000, hidden_dim=2816, max_seq_len=512)
-    md = {"general.architecture": "llama", "llama.context_length": 512, "llama.embedding_length": 1024, "llama.block_count": n_layers,
-          "llama.feed_forward_length": 2816, "llama.attention.head_count": 16, "llama.attention.head_count_kv": 16,
-          "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0}
-    write_gguf(path, md, {gguf_name(n): (a, "F32") for n, a in random_weights(cfg).items()}, progress=False)
+    write_random_gguf(path, cfg)
     return path.stat().st_size
 
 

@@ -35,17 +35,13 @@ def main():
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_forward import read_bandwidth
-    from minillama.model import LlamaConfig, random_weights
-    from minillama.gguf import write_gguf, gguf_name, GGUFFile
+    from minillama.model import LlamaConfig
+    from minillama.gguf import write_random_gguf, GGUFFile
     from minillama.quant import quantize_gguf
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
         cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816, max_seq_len=512)
-        md = {"general.architecture": "llama", "llama.context_length": 512, "llama.embedding_length": 1024, "llama.block_count": 12,
-              "llama.feed_forward_length": 2816, "llama.attention.head_count": 16, "llama.attention.head_count_kv": 16,
-              "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0}
-        files = {"F32": d / "f32.gguf"}
-        write_gguf(files["F32"], md, {gguf_name(n): (w, "F32") for n, w in random_weights(cfg).items()}, progress=False)
+        files = {"F32": write_random_gguf(d / "f32.gguf", cfg)}
         for qt in ("q8_0", "q4_0"):
             files[qt.upper()] = quantize_gguf(files["F32"], d / f"{qt}.gguf", qt, progress=False)
         bw = read_bandwidth()

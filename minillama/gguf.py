@@ -15,7 +15,8 @@ from .core import MiniLlamaError, map_readonly
 __all__ = ['GGUF_MAGIC', 'UINT8', 'INT8', 'UINT16', 'INT16', 'UINT32', 'INT32', 'FLOAT32', 'BOOL', 'STRING', 'ARRAY', 'UINT64',
            'INT64', 'FLOAT64', 'GGML_TYPES', 'GGML_IDS', 'MAX_DIMS', 'MAX_ARRAY_DEPTH', 'GGUF_GLOBAL', 'GGUF_LAYER',
            'META_NAMES', 'META_LAYER', 'META_SPLIT', 'GGUFFile', 'write_gguf', 'gguf_name', 'config_from_gguf',
-           'load_gguf', 'tokenizer_metadata', 'convert_to_gguf', 'meta_name', 'load_meta']
+           'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf', 'meta_name',
+           'load_meta']
 
 # %% ../nbs/13_gguf.ipynb #96868375
 GGUF_MAGIC = b"GGUF"
@@ -176,7 +177,7 @@ def write_gguf(path, metadata: dict, tensors: dict, alignment: int = 32, progres
         if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/13_gguf.ipynb #dc59f7da
-from .model import Llama, LlamaConfig, Weights, weight_shapes, make_ops
+from .model import Llama, LlamaConfig, Weights, weight_shapes, make_ops, random_weights
 from .rope import rope_inv_freq, permute_qk_half_to_interleaved
 
 GGUF_GLOBAL = dict(tok_embeddings="token_embd.weight", norm="output_norm.weight", output="output.weight")
@@ -252,6 +253,27 @@ def tokenizer_metadata(tok) -> dict:
     if tok.eos_id is not None: md["tokenizer.ggml.eos_token_id"] = tok.eos_id
     return md
 
+def gguf_metadata(c: LlamaConfig) -> dict:
+    "The llama.* metadata that describes config `c`: what `config_from_gguf` reads back (Llama 3 scaling is a tensor, see below)."
+    md = {"general.architecture": "llama", "llama.context_length": c.max_seq_len, "llama.embedding_length": c.dim,
+          "llama.block_count": c.n_layers, "llama.feed_forward_length": c.hidden_dim, "llama.rope.dimension_count": c.head_dim,
+          "llama.attention.head_count": c.n_heads, "llama.attention.head_count_kv": c.n_kv_heads,
+          "llama.attention.layer_norm_rms_epsilon": float(c.norm_eps), "llama.rope.freq_base": float(c.rope_theta),
+          "llama.vocab_size": c.vocab_size}
+    if c.head_dim != c.dim // c.n_heads:
+        md["llama.attention.key_length"] = md["llama.attention.value_length"] = c.head_dim
+    scaling = c.rope_scaling or {}
+    if scaling.get("rope_type", scaling.get("type")) == "linear":
+        md["llama.rope.scaling.type"], md["llama.rope.scaling.factor"] = "linear", float(scaling["factor"])
+    return md
+
+def write_random_gguf(path, c: LlamaConfig, seed: int = 0, progress: bool = False) -> Path:
+    "A random float32 Llama of config `c` (notebook 06's `random_weights`) written as a GGUF file: models to measure and test."
+    w = random_weights(c, seed)
+    write_gguf(path, gguf_metadata(c), {gguf_name(n): (a, "F32") for n, a in w.items() if not (n == "output" and c.tie_embeddings)},
+               progress=progress)
+    return Path(path)
+
 def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True) -> Path:
     "A Hugging Face checkpoint directory, or Meta's params.json + consolidated.NN.pth -> a llama.cpp GGUF file (outtype f32 or f16 for matrices; norms stay f32)."
     from minillama.checkpoint import Checkpoint
@@ -265,18 +287,10 @@ def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True) -> Pa
         ck = Checkpoint(src); c = ck.config
         as_f32 = make_ops("numpy").weight
         get, permute, tok_dir = (lambda n: as_f32(*ck.get(n))), True, ck.dir
-    md = {"general.architecture": "llama", "general.name": Path(src).name, "general.file_type": 0 if outtype == "f32" else 1,
-          "llama.context_length": c.max_seq_len, "llama.embedding_length": c.dim, "llama.block_count": c.n_layers,
-          "llama.feed_forward_length": c.hidden_dim, "llama.rope.dimension_count": c.head_dim,
-          "llama.attention.head_count": c.n_heads, "llama.attention.head_count_kv": c.n_kv_heads,
-          "llama.attention.layer_norm_rms_epsilon": float(c.norm_eps), "llama.rope.freq_base": float(c.rope_theta),
-          "llama.vocab_size": c.vocab_size}
-    if c.head_dim != c.dim // c.n_heads:
-        md["llama.attention.key_length"] = md["llama.attention.value_length"] = c.head_dim
+    md = {**gguf_metadata(c), "general.name": Path(src).name, "general.file_type": 0 if outtype == "f32" else 1}
     tensors = {}
-    kind = (c.rope_scaling or {}).get("rope_type", (c.rope_scaling or {}).get("type"))
-    if kind == "linear": md["llama.rope.scaling.type"], md["llama.rope.scaling.factor"] = "linear", float(c.rope_scaling["factor"])
-    elif kind == "llama3":
+    scaling = c.rope_scaling or {}
+    if scaling.get("rope_type", scaling.get("type")) == "llama3":
         ff = rope_inv_freq(c.head_dim, c.rope_theta) / rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         tensors["rope_freqs.weight"] = (ff.astype(np.float32), "F32")
     tok_path = tok_dir / "tokenizer.model"

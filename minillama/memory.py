@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PAGE', 'PROBE', 'MADV_DONTNEED', 'smaps_rollup', 'resident', 'page_faults', 'io_read_bytes', 'evict', 'warm', 'probe',
-           'drop_mapped_pages']
+__all__ = ['PAGE', 'PROBE', 'MADV_DONTNEED', 'smaps_rollup', 'peak_rss', 'resident', 'page_faults', 'io_read_bytes', 'evict',
+           'warm', 'probe', 'drop_mapped_pages']
 
 # %% ../nbs/14_mmap.ipynb #e2ef4394
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -26,6 +26,10 @@ def smaps_rollup(pid="self") -> dict:
         parts = v.split()
         if len(parts) == 2 and parts[1] == "kB": out[k] = int(parts[0]) * 1024
     return out
+
+def peak_rss() -> int:
+    "The most resident memory this process has had so far, in bytes (VmHWM, Linux)."
+    return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
 
 def resident(a: np.ndarray) -> np.ndarray:
     "Which pages under array `a` are in memory now (mincore): bool [pages]."

@@ -172,14 +172,13 @@ class NumpyOps:
     def numpy(self, x):           return x
     def context(self):            return contextlib.nullcontext()
     embed, linear, rmsnorm = staticmethod(embed_np), staticmethod(linear_np), staticmethod(rmsnorm_np)
-    swiglu = staticmethod(swiglu_np)
+    swiglu, naive_attention, chunked_attention = staticmethod(swiglu_np), staticmethod(attention_np), "flash_attention_np"
 
     def attention(self, q, k, v):
         "Naive attention (notebook 04), or the chunked online softmax (notebook 16) once the scores pass FLASH_MIN_SCORES."
-        if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > FLASH_MIN_SCORES:
-            from minillama.flash import flash_attention_np
-            return flash_attention_np(q, k, v)
-        return attention_np(q, k, v)
+        if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= FLASH_MIN_SCORES: return self.naive_attention(q, k, v)
+        from minillama import flash                                    # (the notebook comes later in the course)
+        return getattr(flash, self.chunked_attention)(q, k, v)
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -219,17 +218,14 @@ class TorchOps(NumpyOps):
     def numpy(self, x):     return to_numpy(x)
     def context(self):      return torch.inference_mode()
     embed, linear, rmsnorm = staticmethod(embed_torch), staticmethod(linear_torch), staticmethod(rmsnorm_torch)
-    swiglu = staticmethod(swiglu_torch)
+    swiglu, naive_attention, chunked_attention = staticmethod(swiglu_torch), staticmethod(attention_torch), "flash_attention_torch"
 
     def attention(self, q, k, v):
         "torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new token); else as NumpyOps."
         T, S = q.shape[2], k.shape[2]
         if T == S or T == 1:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
-        if q.shape[0] * q.shape[1] * T * S > FLASH_MIN_SCORES:
-            from minillama.flash import flash_attention_torch
-            return flash_attention_torch(q, k, v)
-        return attention_torch(q, k, v)
+        return super().attention(q, k, v)
 
 BACKENDS = {"numpy": NumpyOps, "torch": TorchOps}
 

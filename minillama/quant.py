@@ -56,20 +56,18 @@ QUANTIZERS = {"Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0}
 # %% ../nbs/15_quant.ipynb #77270e02
 def _f16(b, i): return b[:, i:i + 2].copy().view(np.float16).astype(np.float32)       # [blocks, 1]
 
+def _codes(b, lo, hi=None):
+    "4- or 5-bit codes of 32-blocks as uint8 [blocks, 32]: the low nibbles of bytes lo:lo+16, then their high nibbles; plus 16 x the bits of the 4 bytes at `hi` (weight j's bit is bit j)."
+    qs = b[:, lo:lo + 16]
+    c = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+    if hi is not None: c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+    return c
+
 def _deq_q8_0(b): return _f16(b, 0) * b[:, 2:].view(np.int8).astype(np.float32)
-
-def _nibbles(qs): return np.concatenate([qs & 0xF, qs >> 4], axis=1).astype(np.float32)  # low nibbles first
-
-def _deq_q4_0(b): return _f16(b, 0) * (_nibbles(b[:, 2:18]) - 8)
-def _deq_q4_1(b): return _f16(b, 0) * _nibbles(b[:, 4:20]) + _f16(b, 2)
-
-def _high_bits(qh4):
-    "4 bytes little-endian -> 32 high bits, weight j's bit is bit j."
-    bits = qh4.copy().view("<u4")                                      # [blocks, 1]
-    return ((bits >> np.arange(32, dtype=np.uint32)) & 1).astype(np.float32) * 16
-
-def _deq_q5_0(b): return _f16(b, 0) * (_nibbles(b[:, 6:22]) + _high_bits(b[:, 2:6]) - 16)
-def _deq_q5_1(b): return _f16(b, 0) * (_nibbles(b[:, 8:24]) + _high_bits(b[:, 4:8])) + _f16(b, 2)
+def _deq_q4_0(b): return _f16(b, 0) * (_codes(b, 2).astype(np.float32) - 8)
+def _deq_q4_1(b): return _f16(b, 0) * _codes(b, 4).astype(np.float32) + _f16(b, 2)
+def _deq_q5_0(b): return _f16(b, 0) * (_codes(b, 6, 2).astype(np.float32) - 16)
+def _deq_q5_1(b): return _f16(b, 0) * _codes(b, 8, 4).astype(np.float32) + _f16(b, 2)
 
 def _scale_min_k4(s):
     "The 8 six-bit scales and mins packed in 12 bytes: s [blocks, 12] -> (scales, mins) [blocks, 8]."
@@ -78,22 +76,18 @@ def _scale_min_k4(s):
     mn = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
     return sc.astype(np.float32), mn.astype(np.float32)
 
-def _deq_q4_k(b):
+def _k_codes(b, qh: bool = False):
+    "Q4_K (or Q5_K with qh) blocks -> codes uint8 [blocks, 256], scale d·sc and offset −dmin·m [blocks, 8], one per sub-block of 32."
     d, dmin = _f16(b, 0), _f16(b, 2)
     sc, mn = _scale_min_k4(b[:, 4:16])                                 # [blocks, 8]
-    qs = b[:, 16:144].reshape(-1, 4, 32)                               # 4 chunks of 32 bytes = 8 sub-blocks of 32
-    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.float32)   # sub-block 2c: low, 2c+1: high
-    return (d[:, :, None] * sc[:, :, None] * q - dmin[:, :, None] * mn[:, :, None]).reshape(-1, 256)
+    qs = (b[:, 48:176] if qh else b[:, 16:144]).reshape(-1, 4, 32)     # 4 chunks of 32 bytes = 8 sub-blocks of 32
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)      # sub-block 2c: low nibbles, 2c+1: high
+    if qh: q = q + (((b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)   # bit k: sub-block k
+    return q.reshape(-1, 256), d * sc, -(dmin * mn)
 
-def _deq_q5_k(b):
-    d, dmin = _f16(b, 0), _f16(b, 2)
-    sc, mn = _scale_min_k4(b[:, 4:16])
-    qh = b[:, 16:48]                                                   # [blocks, 32]: bit k is sub-block k's high bit
-    qs = b[:, 48:176].reshape(-1, 4, 32)
-    lo = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
-    hi = (qh[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1          # [blocks, 8, 32]
-    q = (lo + (hi << 4)).astype(np.float32)
-    return (d[:, :, None] * sc[:, :, None] * q - dmin[:, :, None] * mn[:, :, None]).reshape(-1, 256)
+def _deq_k(b, qh: bool = False):
+    q, s, o = _k_codes(b, qh)
+    return (s[:, :, None] * q.reshape(-1, 8, 32).astype(np.float32) + o[:, :, None]).reshape(-1, 256)
 
 def _deq_q6_k(b):
     ql, qh, sc, d = b[:, :128], b[:, 128:192], b[:, 192:208].view(np.int8).astype(np.float32), _f16(b, 208)
@@ -108,7 +102,7 @@ def _deq_q6_k(b):
     return np.concatenate(out, axis=1)
 
 DEQUANTIZERS = {"Q8_0": _deq_q8_0, "Q4_0": _deq_q4_0, "Q4_1": _deq_q4_1, "Q5_0": _deq_q5_0, "Q5_1": _deq_q5_1,
-                "Q4_K": _deq_q4_k, "Q5_K": _deq_q5_k, "Q6_K": _deq_q6_k}
+                "Q4_K": _deq_k, "Q5_K": lambda b: _deq_k(b, qh=True), "Q6_K": _deq_q6_k}
 
 def dequantize(raw: np.ndarray, qtype: str) -> np.ndarray:
     "Quantized rows [rows, row bytes] of `qtype` -> float32 [rows, row length]."
@@ -203,30 +197,14 @@ class QuantWeight:
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
 
 # %% ../nbs/15_quant.ipynb #0433e17f
-def _codes_u8(b, lo, hi=None):
-    "Low nibbles then high nibbles of bytes lo:lo+16 (plus 16 x the high bits at `hi`), as uint8 codes [blocks, 32]."
-    qs = b[:, lo:lo + 16]
-    c = np.concatenate([qs & 0xF, qs >> 4], axis=1)
-    if hi is not None: c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
-    return c
-
-def _affine_k(b, qh=None):
-    "Q4_K (qh None) or Q5_K blocks -> codes [blocks, 256], scale and offset [blocks, 8] (one per sub-block of 32)."
-    d, dmin = _f16(b, 0), _f16(b, 2)
-    sc, mn = _scale_min_k4(b[:, 4:16])                                     # [blocks, 8]
-    qs = b[:, 16:144] if qh is None else b[:, 48:176]
-    q = np.stack([qs.reshape(-1, 4, 32) & 0xF, qs.reshape(-1, 4, 32) >> 4], axis=2).reshape(-1, 8, 32)
-    if qh is not None: q = q + (((b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)
-    return q.reshape(-1, 256), d * sc, -(dmin * mn)
-
 AFFINE = {   # blocks [n, bytes] -> (codes uint8 [n, block], scale [n, block/32], offset [n, block/32])
-    "Q4_0": lambda b: (_codes_u8(b, 2), _f16(b, 0), -8 * _f16(b, 0)),
-    "Q4_1": lambda b: (_codes_u8(b, 4), _f16(b, 0), _f16(b, 2)),
-    "Q5_0": lambda b: (_codes_u8(b, 6, 2), _f16(b, 0), -16 * _f16(b, 0)),
-    "Q5_1": lambda b: (_codes_u8(b, 8, 4), _f16(b, 0), _f16(b, 2)),
+    "Q4_0": lambda b: (_codes(b, 2), _f16(b, 0), -8 * _f16(b, 0)),
+    "Q4_1": lambda b: (_codes(b, 4), _f16(b, 0), _f16(b, 2)),
+    "Q5_0": lambda b: (_codes(b, 6, 2), _f16(b, 0), -16 * _f16(b, 0)),
+    "Q5_1": lambda b: (_codes(b, 8, 4), _f16(b, 0), _f16(b, 2)),
     "Q8_0": lambda b: ((b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8), _f16(b, 0), -128 * _f16(b, 0)),
-    "Q4_K": lambda b: _affine_k(b),
-    "Q5_K": lambda b: _affine_k(b, qh=True),
+    "Q4_K": _k_codes,
+    "Q5_K": lambda b: _k_codes(b, qh=True),
 }
 CODE_BITS = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q8_0": 8}
 
@@ -240,10 +218,10 @@ def affine_codes(raw: np.ndarray, qtype: str):
 # %% ../nbs/15_quant.ipynb #2dd1f625
 class TorchQuantWeight:
     "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
-    def __init__(self, raw: np.ndarray, qtype: str, dtype, device="cpu"):
+    def __init__(self, raw: np.ndarray, qtype: str, dtype):
         import torch
         codes, scale, offset = affine_codes(raw, qtype)                        # [N, K] u8, [N, K/32] f32 x 2
-        self.raw, self.qtype, self.dtype, self.device = raw, qtype, dtype, device
+        self.raw, self.qtype, self.dtype = raw, qtype, dtype
         self.shape = (codes.shape[0], codes.shape[1])
         N, pad = self.shape[0], -self.shape[0] % 16                            # the kernel wants N in multiples of 16
         n_planes = -(-CODE_BITS[qtype] // 4)

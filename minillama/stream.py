@@ -45,6 +45,7 @@ class Span:
 _ALIGN = 64                                  # each tensor starts 64-byte aligned in the buffer
 
 def _aligned(n: int) -> int: return -(-n // _ALIGN) * _ALIGN
+def _unit_bytes(unit: list) -> int: return sum(_aligned(s.nbytes) for s in unit)   # a unit's tensors, laid out in a buffer
 
 def read_into(fd: int, buf: np.ndarray, offset: int, path) -> None:
     "Fill `buf` (uint8) with the file's bytes at `offset`; MiniLlamaError naming `path` if the file ends first."
@@ -117,7 +118,7 @@ class LayerStreamer:
         self.fds, self.stamps = {}, {}
         for u in units:
             for s in u: self.fd(s.path)
-        self.unit_bytes = max(sum(_aligned(s.nbytes) for s in u) for u in units)
+        self.unit_bytes = max(map(_unit_bytes, units))
         alloc = ((lambda n: torch.empty(n, dtype=torch.uint8, pin_memory=True).numpy()) if self.cuda
                  else (lambda n: np.empty(n, np.uint8)))
         self.bufs = [alloc(self.unit_bytes) for _ in range(2 if prefetch else 1)]      # the ring: (unit_bytes,) each
@@ -221,28 +222,26 @@ def stream_units(path) -> tuple[LlamaConfig, list, list, Span, Span, dict]:
     if not path.exists(): raise MiniLlamaError(f"{path}: no such file or directory")
     cfg, span, extra = (_gguf_spans if path.suffix == ".gguf" else _checkpoint_spans)(path)
     layers = [[span(f"layers.{i}.{k.name}") for k in fields(LayerWeights)] for i in range(cfg.n_layers)]
-    biggest = max(sum(_aligned(s.nbytes) for s in u) for u in layers)
-    head = [[c] for c in _row_chunks(span("output"), biggest)]
+    head = [[c] for c in _row_chunks(span("output"), max(map(_unit_bytes, layers)))]
     return cfg, layers, head, span("tok_embeddings"), span("norm"), extra
 
 # %% ../nbs/17_stream.ipynb #bd6b5c84
 class StreamedLayers:
     "N layers read from disk as the forward pass reaches them; iterating starts a pass that goes on into the output."
-    def __init__(self, streamer: LayerStreamer, n_layers: int, n_head: int):
-        self.s, self.n, self.n_head = streamer, n_layers, n_head
+    def __init__(self, streamer: LayerStreamer, n_layers: int): self.s, self.n = streamer, n_layers
     def __len__(self): return self.n
     def __iter__(self):
-        p = self.s.start(list(range(self.n + self.n_head)))
+        p = self.s.start(list(range(len(self.s.units))))                                 # the layers, then the output
         for _ in range(self.n): yield LayerWeights(**{k.rsplit(".", 1)[-1]: v for k, v in p.next().items()})
 
 class StreamedOutput:
     "The output matrix [V, D] in row chunks: `linear(x)` takes them from the current pass (or starts one)."
-    def __init__(self, streamer: LayerStreamer, n_layers: int, n_head: int, shape: tuple):
-        self.s, self.n, self.n_head, self.shape = streamer, n_layers, n_head, shape
+    def __init__(self, streamer: LayerStreamer, n_layers: int, shape: tuple): self.s, self.n, self.shape = streamer, n_layers, shape
     def linear(self, x):
+        chunks = range(self.n, len(self.s.units))                                         # the units after the layers
         p = self.s.current
-        if p is None or p.pos != self.n: p = self.s.start(list(range(self.n, self.n + self.n_head)))
-        outs = [self.s.ops.linear(x, p.next()["output"]) for _ in range(self.n_head)]   # [..., V/chunks] each
+        if p is None or p.pos != self.n: p = self.s.start(list(chunks))
+        outs = [self.s.ops.linear(x, p.next()["output"]) for _ in chunks]                 # [..., V/chunks] each
         p.close(); self.s.current = None
         if isinstance(outs[0], np.ndarray): return np.concatenate(outs, -1)                # [..., V]
         return torch.cat(outs, -1)
@@ -267,7 +266,7 @@ def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype
     "A model that keeps its layers on disk and reads them as the forward pass needs them (GGUF file or checkpoint)."
     ops = make_ops(backend, device, dtype)
     cfg, layers, head, emb, norm, extra = stream_units(path)
-    unit = max(sum(_aligned(s.nbytes) for s in u) for u in layers + head)
+    unit = max(map(_unit_bytes, layers + head))
     if memory_budget is not None:
         if memory_budget < unit:
             raise MiniLlamaError(f"{path}: memory budget {memory_budget / 2**20:.1f} MiB is smaller than one layer "
@@ -280,8 +279,8 @@ def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype
     st = LayerStreamer(layers + head, ops, prefetch=True if prefetch is None else prefetch, drop_cache=drop_cache)
     norm_buf = np.empty(norm.nbytes, np.uint8)
     read_into(st.fd(norm.path), norm_buf, norm.offset, norm.path)
-    w = Weights(DiskRows(st, emb), StreamedLayers(st, cfg.n_layers, len(head)), ops.weight(_view(norm_buf, norm), norm.type),
-                StreamedOutput(st, cfg.n_layers, len(head), (cfg.vocab_size, cfg.dim)))
+    w = Weights(DiskRows(st, emb), StreamedLayers(st, cfg.n_layers), ops.weight(_view(norm_buf, norm), norm.type),
+                StreamedOutput(st, cfg.n_layers, (cfg.vocab_size, cfg.dim)))
     m = Llama(cfg, w, ops)
     if "rope_freqs" in extra: m.inv_freq = m.inv_freq / extra["rope_freqs"]
     m.source, m.streamer = str(path), st
@@ -321,7 +320,7 @@ def shard_layers(src, dst, progress: bool = True) -> Path:
 # %% ../nbs/17_stream.ipynb #bf51b7e1
 STREAM_PROBE = r'''
 import json, sys, time, numpy as np, minillama, minillama.stream
-from minillama.memory import evict
+from minillama.memory import evict, peak_rss
 path, backend, mode, prefetch, batch, steps, out = sys.argv[1:8]
 batch, steps = int(batch), int(steps)
 if backend == "torch":
@@ -342,9 +341,8 @@ for pos in range(8, 8 + steps):                                       # decode: 
     t = time.perf_counter()
     nxt = m.ops.numpy(m.forward(nxt, cache, pos, last_only=True))[:, -1].argmax(-1)[:, None]
     times.append(time.perf_counter() - t)
-hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 s = getattr(m, "streamer", None)
-print(json.dumps(dict(peak_rss=hwm, prefill_s=t_prefill, step_s=times, batch=batch,
+print(json.dumps(dict(peak_rss=peak_rss(), prefill_s=t_prefill, step_s=times, batch=batch,
                       wait_s=s.stats["wait_s"] if s else 0.0, read_s=s.stats["read_s"] if s else 0.0)))
 '''
 
@@ -372,13 +370,7 @@ def disk_read_bandwidth(path, chunk: int = 1 << 26, repeat: int = 3) -> float:
     return best
 
 def big_random_gguf(path, dim=1536, n_layers=14, hidden_dim=4096, vocab_size=32000, seed=0) -> Path:
-    "A random float32 Llama GGUF (default 1.8 GB), written tensor by tensor for the memory proof."
-    from minillama.gguf import write_gguf, gguf_name
-    cfg = LlamaConfig(dim=dim, n_layers=n_layers, n_heads=dim // 128, n_kv_heads=max(1, dim // 512), vocab_size=vocab_size,
-                      hidden_dim=hidden_dim, max_seq_len=256)
-    md = {"general.architecture": "llama", "llama.context_length": 256, "llama.embedding_length": dim, "llama.block_count": n_layers,
-          "llama.feed_forward_length": hidden_dim, "llama.attention.head_count": cfg.n_heads,
-          "llama.attention.head_count_kv": cfg.n_kv_heads, "llama.attention.layer_norm_rms_epsilon": 1e-5,
-          "llama.rope.freq_base": 10000.0}
-    write_gguf(path, md, {gguf_name(n): (a, "F32") for n, a in random_weights(cfg, seed).items()}, progress=False)
-    return Path(path)
+    "A random float32 Llama GGUF (default 1.8 GB: 14 layers of 100 MB) for the memory proof."
+    from minillama.gguf import write_random_gguf
+    return write_random_gguf(path, LlamaConfig(dim=dim, n_layers=n_layers, n_heads=dim // 128, n_kv_heads=max(1, dim // 512),
+                                               vocab_size=vocab_size, hidden_dim=hidden_dim, max_seq_len=256), seed)

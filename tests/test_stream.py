@@ -5,7 +5,7 @@ import pytest
 import minillama
 from minillama.core import MiniLlamaError, assert_close
 from minillama.model import LlamaConfig, random_weights
-from minillama.gguf import write_gguf, gguf_name, load_gguf
+from minillama.gguf import write_random_gguf
 from minillama.checkpoint import save_safetensors, hf_name
 from minillama.quant import quantize_gguf
 from minillama.memory import evict, resident
@@ -15,18 +15,11 @@ from minillama.cli import main, shipped_model
 CFG = LlamaConfig(dim=64, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=2000, hidden_dim=160, max_seq_len=64)
 
 
-def gguf_md(c):
-    return {"general.architecture": "llama", "llama.context_length": c.max_seq_len, "llama.embedding_length": c.dim,
-            "llama.block_count": c.n_layers, "llama.feed_forward_length": c.hidden_dim,
-            "llama.attention.head_count": c.n_heads, "llama.attention.head_count_kv": c.n_kv_heads,
-            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0}
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("stream")
     w = random_weights(CFG, seed=3)
-    write_gguf(d / "m.gguf", gguf_md(CFG), {gguf_name(n): (a, "F32") for n, a in w.items()}, progress=False)
+    write_random_gguf(d / "m.gguf", CFG, seed=3)                          # the same weights as `w`
     quantize_gguf(d / "m.gguf", d / "q8.gguf", "q8_0", progress=False)
     (d / "hf").mkdir()
     save_safetensors(d / "hf" / "model.safetensors", {hf_name(n): a for n, a in w.items()})
@@ -119,10 +112,9 @@ def test_peak_memory_bounded(tmp_path):
     "A 190 MB model streamed in a fresh process: its peak RSS grows by under 30% of the file over the bare interpreter."
     c = LlamaConfig(dim=512, n_layers=12, n_heads=8, n_kv_heads=4, vocab_size=8000, hidden_dim=1536, max_seq_len=64)
     p = tmp_path / "big.gguf"
-    write_gguf(p, gguf_md(c), {gguf_name(n): (a, "F32") for n, a in random_weights(c).items()}, progress=False)
-    base = subprocess.run([sys.executable, "-c", "import numpy, minillama, minillama.stream, minillama.memory; "
-                           "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] * 1024)"],
-                          capture_output=True, text=True, check=True)
+    write_random_gguf(p, c)
+    base = subprocess.run([sys.executable, "-c", "import minillama, minillama.stream; from minillama.memory import peak_rss; "
+                           "print(peak_rss())"], capture_output=True, text=True, check=True)
     base = int(base.stdout.strip())
     size = p.stat().st_size
     s = stream_probe(p, "numpy", "stream", steps=2, logits_out=tmp_path / "s.npy")
@@ -196,7 +188,7 @@ def test_copied_weights_leave_the_map(tmp_path):
     from minillama.memory import smaps_rollup, evict
     c = LlamaConfig(dim=256, n_layers=4, n_heads=4, n_kv_heads=4, vocab_size=8000, hidden_dim=1024, max_seq_len=64)
     p = tmp_path / "w.gguf"
-    write_gguf(p, gguf_md(c), {gguf_name(n): (a, "F32") for n, a in random_weights(c).items()}, progress=False)
+    write_random_gguf(p, c)
     size = p.stat().st_size
     file_rss = lambda: (lambda s: s["Rss"] - s["Anonymous"])(smaps_rollup())
     evict(p)
