@@ -9,7 +9,7 @@ Usage: python benchmarks/bench_mmap.py [--sizes 0.25 0.5 1 2] [--dir /var/tmp]  
 import argparse, shutil, tempfile
 from pathlib import Path
 from minillama.model import LlamaConfig
-from minillama.gguf import write_random_gguf
+from minillama.gguf_llama import write_random_gguf
 from minillama.memory import probe
 
 

@@ -16,7 +16,7 @@ from minillama.memory import smaps_rollup
 path, backend, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
 if backend == "torch":
     import torch; torch.set_num_threads(2)
-import minillama, minillama.gguf, minillama.quant
+import minillama, minillama.gguf, minillama.quant_kernels
 base = smaps_rollup()["Rss"]                                       # the interpreter and the code, before the model
 m = minillama.load(path, backend, device="cpu" if backend == "torch" else None, dtype=None if dtype == "-" else dtype)
 ids = np.arange(16)
@@ -36,8 +36,9 @@ def main():
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_forward import read_bandwidth
     from minillama.model import LlamaConfig
-    from minillama.gguf import write_random_gguf, GGUFFile
-    from minillama.quant import quantize_gguf
+    from minillama.gguf import GGUFFile
+    from minillama.gguf_llama import write_random_gguf
+    from minillama.quantize import quantize_gguf
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
         cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816, max_seq_len=512)

@@ -24,7 +24,7 @@ def main():
     try:
         big = big_random_gguf(d / "big.gguf")
         size = big.stat().st_size
-        per_token = load_streamed(big).bytes_per_token
+        per_token = load_streamed(big).streamer.bytes_per_token
         bw = disk_read_bandwidth(big)
         bound = bw / per_token
         print(f"model file {size / 1e9:.2f} GB; {per_token / 1e9:.2f} GB read per pass; disk {bw / 1e9:.2f} GB/s "

@@ -6,20 +6,19 @@ Docs: https://minillama.github.io/minillama/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #258d5f8b
 from __future__ import annotations
-import json, math, os, struct
+import inspect, json, math, os, struct
 from pathlib import Path
 import numpy as np
 from .core import MiniLlamaError, map_readonly
-from .model import Llama, LlamaConfig, Weights, weight_shapes, make_ops
-from .generation import generate   # noqa: F401  (attaches Llama.generate)
+from .model import Llama, LlamaConfig, Weights, weight_shapes, make_ops, FLOAT_TYPES
 
 # %% auto #0
-__all__ = ['ST_DTYPES', 'MAX_HEADER', 'HF_GLOBAL', 'HF_LAYER', 'SafetensorsFile', 'save_safetensors', 'hf_name', 'config_from_hf',
-           'Checkpoint', 'load']
+__all__ = ['ST_DTYPES', 'MAX_HEADER', 'HF_GLOBAL', 'HF_LAYER', 'LOADERS', 'SafetensorsFile', 'save_safetensors', 'hf_name',
+           'config_from_hf', 'Checkpoint', 'load_hf', 'register_loader', 'load']
 
 # %% ../nbs/08_checkpoint.ipynb #39815a26
-ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
-             "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+ST_DTYPES = {**FLOAT_TYPES, "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+             "BOOL": np.bool_}
 MAX_HEADER = 100 * 2**20                                       # the format's own limit on the JSON header
 
 def _no_duplicates(pairs):
@@ -181,8 +180,8 @@ class Checkpoint:
         want = weight_shapes(cfg)[name]
         if f.shape(key) != want:
             raise MiniLlamaError(f"{f.path}: tensor {key!r} has shape {list(f.shape(key))}, config.json implies {list(want)}")
-        if f.dtype(key) not in ("F32", "F16", "BF16", "F64"):
-            raise MiniLlamaError(f"{f.path}: tensor {key!r} has dtype {f.dtype(key)}; weights must be F32, F16, BF16 or F64")
+        if f.dtype(key) not in FLOAT_TYPES:
+            raise MiniLlamaError(f"{f.path}: tensor {key!r} has dtype {f.dtype(key)}; weights must be {', '.join(FLOAT_TYPES)}")
         return f.tensor(key), f.dtype(key)
 
     def weights(self, convert=lambda a, dt: a) -> Weights:
@@ -190,19 +189,27 @@ class Checkpoint:
         return Weights.build(self.config, lambda name: convert(*self.get(name)))
 
 # %% ../nbs/08_checkpoint.ipynb #12410e65
-def load(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None, use_mmap: bool = True,
-         stream: bool = False, **stream_kw) -> Llama:
-    "Load a model: a Hugging Face checkpoint directory (config.json + *.safetensors) or a .gguf file -> `Llama`. With `stream=True` the layers stay on disk and are read as they are needed (notebook 17)."
-    ops = make_ops(backend, device, dtype)                     # bad backend/device fails before any file work
-    if stream:
-        from minillama.stream import load_streamed             # (the streaming notebook comes later)
-        return load_streamed(path, backend, device, dtype, **stream_kw)
-    if stream_kw: raise MiniLlamaError(f"{', '.join(stream_kw)}: only with stream=True")
-    if Path(path).suffix == ".gguf":
-        from minillama.gguf import load_gguf                   # (the GGUF notebook comes later in the course)
-        return load_gguf(path, backend, device, dtype, use_mmap)
-    if not use_mmap: raise MiniLlamaError(f"{path}: use_mmap=False is supported for .gguf files only")
+def load_hf(path, ops) -> Llama:
+    "A Hugging Face checkpoint directory (config.json + *.safetensors, sharded or not) -> `Llama` on `ops`."
     ck = Checkpoint(path)
-    m = Llama(ck.config, ck.weights(ops.weight), ops)
-    m.source = str(path)
-    return m
+    return Llama(ck.config, ck.weights(ops.weight), ops, source=str(path))
+
+LOADERS: list = []   # (name, claims(path, stream) -> bool, load(path, ops, **options) -> Llama), newest first
+
+def register_loader(name: str, claims, fn):
+    "Teach `load` a format: later chapters add GGUF files and streaming this way."
+    LOADERS.insert(0, (name, claims, fn))
+
+register_loader("Hugging Face checkpoint", lambda p, stream: not stream, load_hf)
+
+def load(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None, stream: bool = False,
+         **options) -> Llama:
+    "Load a model file or directory -> `Llama`: the first registered loader that claims `path` reads it."
+    ops = make_ops(backend, device, dtype)                     # bad backend/device fails before any file work
+    name, _, fn = next((L for L in LOADERS if L[1](Path(path), stream)), (None, None, None))
+    if fn is None: raise MiniLlamaError(f"{path}: no loader for this {'with stream=True' if stream else 'file'}")
+    unknown = [k for k in options if k not in inspect.signature(fn).parameters]
+    if unknown:
+        hint = "" if stream else "; streaming options go only with stream=True"
+        raise MiniLlamaError(f"{path}: {', '.join(unknown)}: not an option for a {name}{hint}")
+    return fn(path, ops, **options)

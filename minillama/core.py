@@ -34,7 +34,7 @@ torch = LazyModule("torch")            # every module takes torch from here: `fr
 # rtol is relative to the largest |reference| value; atol only keeps an all-zero reference from demanding exactness
 TOLERANCES = {
     "float64":  dict(rtol=1e-10, atol=1e-12),
-    "float32":  dict(rtol=1e-4,  atol=1e-6),
+    "float32":  dict(rtol=1e-5,  atol=1e-6),
     "float16":  dict(rtol=1e-2,  atol=1e-4),
     "bfloat16": dict(rtol=3e-2,  atol=1e-3),
 }

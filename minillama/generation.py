@@ -8,10 +8,11 @@ Docs: https://minillama.github.io/minillama/generation.html.md"""
 from __future__ import annotations
 import numpy as np
 from .core import MiniLlamaError, to_numpy
+from fastcore.basics import patch
 from .model import Llama
 
 # %% auto #0
-__all__ = ['filter_probs', 'check_sampling', 'sample_logits', 'generate', 'log_softmax', 'score_suffixes']
+__all__ = ['filter_probs', 'check_sampling', 'sample_logits', 'log_softmax', 'score_suffixes']
 
 # %% ../nbs/07_generation.ipynb #a08798d7
 def filter_probs(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
@@ -47,6 +48,7 @@ def sample_logits(logits, temperature: float = 0.8, top_k: int | None = None, to
     return int(min(np.searchsorted(cdf, u, side="right"), p.size - 1))
 
 # %% ../nbs/07_generation.ipynb #27ce96fc
+@patch
 def generate(self: Llama, ids, max_new_tokens: int = 32, temperature: float = 0.8, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, stop=None):
     "Yield new token ids one at a time: ints for ids (T,), arrays [B] for ids (B, T). temperature=0 is greedy."
@@ -70,8 +72,6 @@ def generate(self: Llama, ids, max_new_tokens: int = 32, temperature: float = 0.
         done |= np.isin(nxt, stop)
         if done.all() or pos + 1 >= end: return
         logits = self.forward(nxt[:, None], cache=cache, start_pos=pos, last_only=True)   # [B, 1] -> [B, 1, V]
-
-Llama.generate = generate
 
 # %% ../nbs/07_generation.ipynb #02c912b7
 def log_softmax(x: np.ndarray) -> np.ndarray:

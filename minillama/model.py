@@ -12,15 +12,16 @@ from typing import Any, Callable
 import numpy as np
 from .core import MiniLlamaError, to_numpy
 from .embeddings import embed_np, embed_torch
-from .rope import (rope_inv_freq, rope_cos_sin, rope_interleaved_np, rope_half_np, rope_interleaved_torch,
-                            rope_half_torch, ROPE_LAYOUTS)
+from .positions import (rope_inv_freq, rope_cos_sin, rope_interleaved_np, rope_half_np, rope_interleaved_torch,
+                                 rope_half_torch, ROPE_LAYOUTS)
 from .attention import attention_np, attention_torch, KVCache
-from .layers import linear_np, linear_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
+from .mlp_norm import linear_np, linear_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['FLASH_MIN_SCORES', 'BACKENDS', 'LlamaConfig', 'LayerWeights', 'Weights', 'weight_shapes', 'random_weights',
-           'NumpyOps', 'TorchOps', 'make_ops', 'Llama']
+__all__ = ['FLOAT_TYPES', 'WEIGHT_TYPES', 'COPY_HOOKS', 'BACKENDS', 'LlamaConfig', 'LayerWeights', 'Weights', 'weight_shapes',
+           'random_weights', 'weight_copied', 'bf16_to_f32', 'Ops', 'NumpyOps', 'TorchOps', 'make_ops', 'block',
+           'Llama']
 
 # %% ../nbs/06_model.ipynb #52277148
 @dataclass
@@ -41,19 +42,21 @@ class LlamaConfig:
     bos_id: int | None = None
     eos_id: int | None = None
 
-    def __post_init__(self): self.validate()
+    def __post_init__(self):
+        "Fill in head_dim (D // H) when it is not given, then `validate`."
+        if self.head_dim is None and isinstance(self.dim, int) and isinstance(self.n_heads, int) and self.n_heads > 0:
+            if self.dim % self.n_heads:
+                raise MiniLlamaError(f"config: hidden size {self.dim} is not divisible by {self.n_heads} heads")
+            self.head_dim = self.dim // self.n_heads
+        self.validate()
 
-    def validate(self, source: str = "config"):
-        "Raise MiniLlamaError naming `source` if the numbers cannot describe a Llama."
-        for n in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len"):
+    def validate(self, source: str = "config") -> "LlamaConfig":
+        "Raise MiniLlamaError naming `source` if the numbers cannot describe a Llama; changes nothing."
+        for n in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len", "head_dim"):
             v = getattr(self, n)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise MiniLlamaError(f"{source}: {n} must be a positive integer, got {v!r}")
-        if self.head_dim is None:
-            if self.dim % self.n_heads:
-                raise MiniLlamaError(f"{source}: hidden size {self.dim} is not divisible by {self.n_heads} heads")
-            self.head_dim = self.dim // self.n_heads
-        if self.head_dim <= 0 or self.head_dim % 2:
+        if self.head_dim % 2:
             raise MiniLlamaError(f"{source}: head_dim {self.head_dim} must be a positive even number (RoPE rotates pairs)")
         if self.n_heads % self.n_kv_heads:
             raise MiniLlamaError(f"{source}: {self.n_kv_heads} key/value heads do not divide {self.n_heads} heads")
@@ -137,15 +140,44 @@ def random_weights(cfg: LlamaConfig, seed: int = 0, scale: float = 1.0) -> Weigh
     return Weights.build(cfg, lambda n: make(n, weight_shapes(cfg)[n]))
 
 # %% ../nbs/06_model.ipynb #b01520d6
-FLASH_MIN_SCORES = 1 << 24      # past this many attention scores (64 MiB in float32) attention runs in chunks
+FLOAT_TYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}  # stored float types (BF16: raw bits)
+WEIGHT_TYPES: dict[str, Callable] = {}   # stored type -> make(ops, raw, type): a weight with its own .linear
+COPY_HOOKS: list[Callable] = []          # f(stored array), called once that array has been copied into a weight
 
-def _release(src: np.ndarray, out):
-    "`out` is a copy of `src`: if `src` is a view of a mapped file, its pages leave this process's memory (notebook 14)."
-    from minillama.memory import drop_mapped_pages
-    drop_mapped_pages(src)
+def weight_copied(src: np.ndarray, out):
+    "`out` is a copy of `src`: tell the hooks (the mmap chapter lets a mapped file's pages go)."
+    for f in COPY_HOOKS: f(src)
     return out
 
-class NumpyOps:
+def bf16_to_f32(a: np.ndarray) -> np.ndarray:
+    "bfloat16 bits (uint16) -> float32: the top half of a float32's bits."
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+class Ops:
+    "The kernels a backend provides. B batch, T new positions, S positions so far, D width, hd head size, V vocab."
+    name: str
+    def weight(self, a, dtype="F32"): "stored numpy array (FLOAT_TYPES or WEIGHT_TYPES) -> weight"; raise NotImplementedError
+    def ids(self, ids):               "int64 numpy [B, T] -> the backend's ids [B, T]"; raise NotImplementedError
+    def zeros(self, shape):           "zeros of `shape` in the compute dtype (the KV cache)"; raise NotImplementedError
+    def embed(self, W, ids):          "W [V, D], ids [B, T] -> x [B, T, D]"; raise NotImplementedError
+    def rmsnorm(self, x, w, eps):     "x [B, T, D], w [D] -> [B, T, D]"; raise NotImplementedError
+    def linear(self, x, W):           "x [..., n] @ W.T, W [d, n] -> [..., d]"; raise NotImplementedError
+    def heads(self, x, n):            "[B, T, n*hd] -> [B, n, T, hd]"; raise NotImplementedError
+    def merge(self, x):               "[B, H, T, hd] -> [B, T, H*hd]"; raise NotImplementedError
+    def rope_tables(self, cos, sin):  "float32 numpy [T, hd/2] each -> the backend's"; raise NotImplementedError
+    def rope(self, x, cos, sin, layout): "x [B, n, T, hd] rotated by position -> [B, n, T, hd]"; raise NotImplementedError
+    def attention(self, q, k, v):     "causal; q [B, H, T, hd], k, v [B, KV, S, hd] -> [B, H, T, hd]"; raise NotImplementedError
+    def swiglu(self, x, w_gate, w_up, w_down): "x [B, T, D]; w_gate, w_up [F, D]; w_down [D, F] -> [B, T, D]"; raise NotImplementedError
+    def last(self, x):                "[B, T, D] -> [B, 1, D]"; raise NotImplementedError
+    def numpy(self, x):               "the backend's array -> numpy"; raise NotImplementedError
+    def context(self):                "context manager around a forward pass"; raise NotImplementedError
+
+def _check_weight_type(dtype: str):
+    if dtype not in FLOAT_TYPES and dtype not in WEIGHT_TYPES:
+        raise MiniLlamaError(f"weight type {dtype}: not supported ({', '.join([*FLOAT_TYPES, *WEIGHT_TYPES])} are)")
+
+# %% ../nbs/06_model.ipynb #c142b94b
+class NumpyOps(Ops):
     "float32 numpy kernels; runs on any CPU."
     name, device = "numpy", "cpu"
 
@@ -154,35 +186,32 @@ class NumpyOps:
         if dtype not in (None, "float32"): raise MiniLlamaError(f"dtype {dtype!r}: the numpy backend computes in float32")
         self.dtype = np.float32
 
-    def weight(self, a: np.ndarray, dtype: str = "F32") -> np.ndarray:
-        "Stored tensor -> float32 array (no copy when it is float32 already); quantized ones stay quantized."
-        if dtype.startswith("Q"):
-            from minillama.quant import QuantWeight                    # (the quantization notebook comes later)
-            return QuantWeight(a, dtype)
+    def weight(self, a: np.ndarray, dtype: str = "F32"):
+        "Stored tensor -> float32 array (no copy when it is float32 already), or a WEIGHT_TYPES object."
+        _check_weight_type(dtype)
+        if dtype in WEIGHT_TYPES: return WEIGHT_TYPES[dtype](self, a, dtype)
         if a.dtype == np.float32: return a
-        return _release(a, (a.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else a.astype(np.float32))
+        return weight_copied(a, bf16_to_f32(a) if dtype == "BF16" else a.astype(np.float32))
 
-    def ids(self, ids: np.ndarray): return ids
-    def zeros(self, shape): return np.zeros(shape, np.float32)
-    def heads(self, x, n):        return x.reshape(*x.shape[:2], n, -1).transpose(0, 2, 1, 3)   # [B, T, n*hd] -> [B, n, T, hd]
-    def merge(self, x):           return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)  # [B, H, T, hd] -> [B, T, H*hd]
-    def last(self, x):            return x[:, -1:]
+    def ids(self, ids):            return ids
+    def zeros(self, shape):        return np.zeros(shape, np.float32)
+    def embed(self, W, ids):       return embed_np(W, ids)
+    def rmsnorm(self, x, w, eps):  return rmsnorm_np(x, w, eps)
+    def linear(self, x, W):        return linear_np(x, W)
+    def heads(self, x, n):         return x.reshape(*x.shape[:2], n, -1).transpose(0, 2, 1, 3)
+    def merge(self, x):            return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
     def rope_tables(self, cos, sin): return cos, sin
     def rope(self, x, cos, sin, layout): return (rope_half_np if layout == "half" else rope_interleaved_np)(x, cos, sin)
-    def numpy(self, x):           return x
-    def context(self):            return contextlib.nullcontext()
-    embed, linear, rmsnorm = staticmethod(embed_np), staticmethod(linear_np), staticmethod(rmsnorm_np)
-    swiglu, naive_attention, chunked_attention = staticmethod(swiglu_np), staticmethod(attention_np), "flash_attention_np"
+    def attention(self, q, k, v):  return attention_np(q, k, v)
+    def swiglu(self, x, w_gate, w_up, w_down): return swiglu_np(x, w_gate, w_up, w_down)
+    def last(self, x):             return x[:, -1:]
+    def numpy(self, x):            return x
+    def context(self):             return contextlib.nullcontext()
 
-    def attention(self, q, k, v):
-        "Naive attention (notebook 04), or the chunked online softmax (notebook 16) once the scores pass FLASH_MIN_SCORES."
-        if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= FLASH_MIN_SCORES: return self.naive_attention(q, k, v)
-        from minillama import flash                                    # (the notebook comes later in the course)
-        return getattr(flash, self.chunked_attention)(q, k, v)
-
+# %% ../nbs/06_model.ipynb #1906a505
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp16": "float16", "bf16": "bfloat16"}
 
-class TorchOps(NumpyOps):
+class TorchOps(Ops):
     "torch kernels: CUDA when available (or asked for), else the CPU. float32 by default; float16/bfloat16 on request."
     name = "torch"
 
@@ -198,49 +227,66 @@ class TorchOps(NumpyOps):
 
     def weight(self, a: np.ndarray, dtype: str = "F32"):
         "Stored tensor -> torch tensor on the device: a view of the same memory on the CPU when dtypes match."
-        if dtype.startswith("Q"):                                      # kept quantized where torch has a kernel (notebook 15)
-            from minillama.quant import TorchQuantWeight, AFFINE, dequantize
-            if self.device.type == "cpu" and dtype in AFFINE: return TorchQuantWeight(a, dtype, self.dtype)
-            a, dtype = _release(a, dequantize(a, dtype)), "F32"        # Q6_K, and on CUDA: dequantized at load
+        _check_weight_type(dtype)
+        if dtype in WEIGHT_TYPES: return WEIGHT_TYPES[dtype](self, a, dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                # read-only (memory-mapped) arrays: we never write weights
             t = torch.from_numpy(a)
         if dtype == "BF16": t = t.view(torch.bfloat16)
         out = t.to(device=self.device, dtype=self.dtype)
-        return out if out.data_ptr() == t.data_ptr() else _release(a, out)   # a copy: another dtype, or the GPU
+        return out if out.data_ptr() == t.data_ptr() else weight_copied(a, out)   # a copy: another dtype, or the GPU
 
-    def ids(self, ids: np.ndarray): return torch.from_numpy(ids).to(self.device)
-    def zeros(self, shape): return torch.zeros(shape, dtype=self.dtype, device=self.device)
-    def heads(self, x, n):  return x.reshape(*x.shape[:2], n, -1).transpose(1, 2)
-    def merge(self, x):     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
-    def rope_tables(self, cos, sin): return (torch.from_numpy(cos).to(self.device, self.dtype), torch.from_numpy(sin).to(self.device, self.dtype))
+    def ids(self, ids):            return torch.from_numpy(ids).to(self.device)
+    def zeros(self, shape):        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+    def embed(self, W, ids):       return embed_torch(W, ids)
+    def rmsnorm(self, x, w, eps):  return rmsnorm_torch(x, w, eps)
+    def linear(self, x, W):        return linear_torch(x, W)
+    def heads(self, x, n):         return x.reshape(*x.shape[:2], n, -1).transpose(1, 2)
+    def merge(self, x):            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+    def rope_tables(self, cos, sin):
+        return tuple(torch.from_numpy(t).to(self.device, self.dtype) for t in (cos, sin))
     def rope(self, x, cos, sin, layout): return (rope_half_torch if layout == "half" else rope_interleaved_torch)(x, cos, sin)
-    def numpy(self, x):     return to_numpy(x)
-    def context(self):      return torch.inference_mode()
-    embed, linear, rmsnorm = staticmethod(embed_torch), staticmethod(linear_torch), staticmethod(rmsnorm_torch)
-    swiglu, naive_attention, chunked_attention = staticmethod(swiglu_torch), staticmethod(attention_torch), "flash_attention_torch"
+    def swiglu(self, x, w_gate, w_up, w_down): return swiglu_torch(x, w_gate, w_up, w_down)
+    def last(self, x):             return x[:, -1:]
+    def numpy(self, x):            return to_numpy(x)
+    def context(self):             return torch.inference_mode()
 
     def attention(self, q, k, v):
-        "torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new token); else as NumpyOps."
+        "torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new token)."
         T, S = q.shape[2], k.shape[2]
         if T == S or T == 1:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
-        return super().attention(q, k, v)
+        return attention_torch(q, k, v)
 
 BACKENDS = {"numpy": NumpyOps, "torch": TorchOps}
 
-def make_ops(backend: str = "numpy", device: str | None = None, dtype: str | None = None):
+def make_ops(backend: str = "numpy", device: str | None = None, dtype: str | None = None) -> Ops:
     "The kernels for `backend` ('numpy' or 'torch') on `device` in `dtype`."
     if backend not in BACKENDS: raise MiniLlamaError(f"backend {backend!r}: choose one of {sorted(BACKENDS)}")
     return BACKENDS[backend](device, dtype)
 
 # %% ../nbs/06_model.ipynb #8100b9c7
+def block(o: Ops, c: LlamaConfig, L: LayerWeights, x, cos, sin, cache: KVCache | None = None, i: int = 0,
+          start_pos: int = 0):
+    "One transformer block (Meta's TransformerBlock): x [B, T, D] -> [B, T, D]; layer i's keys and values go to `cache`."
+    h = o.rmsnorm(x, L.attn_norm, c.norm_eps)                        # [B, T, D]
+    q = o.heads(o.linear(h, L.wq), c.n_heads)                        # [B, T, H*hd] -> [B, H, T, hd]
+    k = o.heads(o.linear(h, L.wk), c.n_kv_heads)                     # [B, KV, T, hd]
+    v = o.heads(o.linear(h, L.wv), c.n_kv_heads)                     # [B, KV, T, hd]
+    q, k = o.rope(q, cos, sin, c.rope_layout), o.rope(k, cos, sin, c.rope_layout)
+    if cache is not None: k, v = cache.update(i, start_pos, k, v)    # [B, KV, start_pos+T, hd]
+    x = x + o.linear(o.merge(o.attention(q, k, v)), L.wo)           # [B, H, T, hd] -> [B, T, H*hd] -> [B, T, D]
+    h = o.rmsnorm(x, L.ffn_norm, c.norm_eps)
+    return x + o.swiglu(h, L.w_gate, L.w_up, L.w_down)               # [B, T, D]
+
+# %% ../nbs/06_model.ipynb #fa0dd47b
 class Llama:
     "A Llama-architecture language model over the kernels of one backend."
-    def __init__(self, cfg: LlamaConfig, weights: Weights, ops=None):
-        self.cfg, self.ops = cfg, ops or NumpyOps()
-        self.w = weights
-        self.inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)      # [hd/2] float64
+    def __init__(self, cfg: LlamaConfig, weights: Weights, ops: Ops | None = None, inv_freq: np.ndarray | None = None,
+                 source: str | None = None):
+        self.cfg, self.w, self.ops, self.source = cfg, weights, ops or NumpyOps(), source
+        if inv_freq is None: inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        self.inv_freq = inv_freq                                       # [hd/2] float64
 
     @classmethod
     def from_weights(cls, cfg: LlamaConfig, weights: Weights, backend: str = "numpy", device=None, dtype=None,
@@ -285,15 +331,7 @@ class Llama:
             x = o.embed(w.tok_embeddings, o.ids(a))                          # [B, T] -> [B, T, D]
             if trace: trace("embed", x)
             for i, L in enumerate(w.layers):
-                h = o.rmsnorm(x, L.attn_norm, c.norm_eps)                    # [B, T, D]
-                q = o.heads(o.linear(h, L.wq), c.n_heads)                    # [B, T, H*hd] -> [B, H, T, hd]
-                k = o.heads(o.linear(h, L.wk), c.n_kv_heads)                 # [B, KV, T, hd]
-                v = o.heads(o.linear(h, L.wv), c.n_kv_heads)                 # [B, KV, T, hd]
-                q, k = o.rope(q, cos, sin, c.rope_layout), o.rope(k, cos, sin, c.rope_layout)
-                if cache is not None: k, v = cache.update(i, start_pos, k, v)   # [B, KV, start_pos+T, hd]
-                x = x + o.linear(o.merge(o.attention(q, k, v)), L.wo)       # [B, H, T, hd] -> [B, T, H*hd] -> [B, T, D]
-                h = o.rmsnorm(x, L.ffn_norm, c.norm_eps)
-                x = x + o.swiglu(h, L.w_gate, L.w_up, L.w_down)              # [B, T, D]
+                x = block(o, c, L, x, cos, sin, cache, i, start_pos)         # [B, T, D]
                 if trace: trace(f"block.{i}", x)
             if last_only: x = o.last(x)                                      # [B, 1, D]
             x = o.rmsnorm(x, w.norm, c.norm_eps)

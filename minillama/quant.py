@@ -1,4 +1,4 @@
-"""Block quantization with one scale per 32 weights: Q8_0 and Q4_0 byte for byte as llama.cpp writes them, and the K-quants people download.
+"""Block formats with one scale per 32 weights: Q8_0, Q4_0 and Q5_0 byte for byte as llama.cpp writes them, a Q4_K writer, and reading the K-quants people download.
 
 Docs: https://minillama.github.io/minillama/quant.html.md"""
 
@@ -7,18 +7,17 @@ Docs: https://minillama.github.io/minillama/quant.html.md"""
 # %% ../nbs/15_quant.ipynb #47c05d20
 from __future__ import annotations
 import numpy as np
-from .core import MiniLlamaError, to_numpy
-from .layers import linear_np
+from .core import MiniLlamaError
+from .gguf import GGML_TYPES
 
 # %% auto #0
-__all__ = ['QK', 'QK_K', 'BLOCKS', 'QUANTIZERS', 'DEQUANTIZERS', 'AFFINE', 'CODE_BITS', 'round_away', 'quantize_q8_0',
-           'quantize_q4_0', 'dequantize', 'quantize_q5_0', 'quantize_q4_k', 'QuantWeight', 'affine_codes',
-           'TorchQuantWeight', 'quantize_gguf', 'entropy_bits', 'huffman_bits']
+__all__ = ['QK', 'QK_K', 'BLOCKS', 'QUANTIZERS', 'DEQUANTIZERS', 'round_away', 'quantize_q8_0', 'quantize_q4_0', 'dequantize',
+           'quantize_q5_0', 'quantize_q4_k']
 
 # %% ../nbs/15_quant.ipynb #311f37ab
 QK, QK_K = 32, 256
-BLOCKS = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
-          "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}     # type -> (weights, bytes) per block
+_SIZES = {name: (n, nb) for name, n, nb in GGML_TYPES.values()}          # the one table: ggml's, in the GGUF notebook
+BLOCKS = {t: _SIZES[t] for t in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")}   # the types we read
 
 def round_away(x: np.ndarray) -> np.ndarray:
     "C's roundf: halves away from zero, exactly (no x + 0.5 rounding error)."
@@ -146,159 +145,3 @@ def quantize_q4_k(x: np.ndarray, what: str = "tensor") -> np.ndarray:
     return out.reshape(-1, x.shape[-1] // QK_K * 144)
 
 QUANTIZERS.update(Q5_0=quantize_q5_0, Q4_K=quantize_q4_k)
-
-# %% ../nbs/15_quant.ipynb #1a4b9d9e
-_NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
-
-def _scaled_codes(b: np.ndarray, qtype: str):
-    "Q4_0, Q4_1, Q8_0 blocks -> (scale·code [blocks, 32], offset [blocks, 1] or None); 4-bit codes in nibble order 0,16,1,17,.."
-    d = _f16(b, 0)                                                    # [blocks, 1]
-    if qtype == "Q8_0": v = b[:, 2:].view(np.int8).astype(np.float32)
-    else: v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)  # a lookup per byte
-    v *= d
-    return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
-
-class QuantWeight:
-    "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
-    def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 18):
-        if qtype not in DEQUANTIZERS: raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
-        n, nb = BLOCKS[qtype]
-        self.raw, self.qtype = raw, qtype                                 # [out, row bytes] uint8
-        self.shape = (raw.shape[0], raw.shape[1] // nb * n)
-        self.nbytes, self.ndim, self.dtype = raw.nbytes, 2, np.dtype(np.float32)
-        self.chunk = max(1, chunk_bytes // (self.shape[1] * 4))           # rows per dequantized chunk (stays in cache)
-
-    def __getitem__(self, ids):
-        "Rows `ids` (any shape of ints) -> float32 [..., in]: the embedding lookup."
-        ids = np.asarray(ids)
-        return dequantize(self.raw[ids.ravel()], self.qtype).reshape(*ids.shape, self.shape[1])
-
-    def linear(self, x: np.ndarray) -> np.ndarray:
-        "x [..., in] @ W.T -> [..., out], dequantizing `chunk` rows at a time."
-        x2 = x.reshape(-1, x.shape[-1])                                   # [M, K]
-        M, K = x2.shape
-        out = np.empty((M, self.shape[0]), np.float32)                    # [M, out]
-        fast = self.qtype in ("Q4_0", "Q4_1", "Q8_0")
-        if fast:                                                          # w = scale·code + offset, per block of 32:
-            xb = x2.reshape(M, K // 32, 32)
-            bsum = xb.sum(-1)                                             # [M, K/32] the offset multiplies x's block sums
-            if self.qtype != "Q8_0": x2 = xb.reshape(M, -1, 2, 16).transpose(0, 1, 3, 2).reshape(M, K)   # nibble order
-        for r in range(0, self.shape[0], self.chunk):
-            raw = self.raw[r:r + self.chunk]                              # [chunk, row bytes]
-            if not fast:
-                out[:, r:r + len(raw)] = linear_np(x2, dequantize(raw, self.qtype))   # [M, chunk]
-                continue
-            v, off = _scaled_codes(raw.reshape(-1, BLOCKS[self.qtype][1]), self.qtype)
-            y = linear_np(x2, v.reshape(len(raw), K))                     # [M, chunk]: scale·code only
-            if off is not None: y += linear_np(bsum, off.reshape(len(raw), -1))   # + offsets x block sums
-            out[:, r:r + len(raw)] = y
-        return out.reshape(*x.shape[:-1], self.shape[0])
-
-    def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
-
-# %% ../nbs/15_quant.ipynb #0433e17f
-AFFINE = {   # blocks [n, bytes] -> (codes uint8 [n, block], scale [n, block/32], offset [n, block/32])
-    "Q4_0": lambda b: (_codes(b, 2), _f16(b, 0), -8 * _f16(b, 0)),
-    "Q4_1": lambda b: (_codes(b, 4), _f16(b, 0), _f16(b, 2)),
-    "Q5_0": lambda b: (_codes(b, 6, 2), _f16(b, 0), -16 * _f16(b, 0)),
-    "Q5_1": lambda b: (_codes(b, 8, 4), _f16(b, 0), _f16(b, 2)),
-    "Q8_0": lambda b: ((b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8), _f16(b, 0), -128 * _f16(b, 0)),
-    "Q4_K": _k_codes,
-    "Q5_K": lambda b: _k_codes(b, qh=True),
-}
-CODE_BITS = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q8_0": 8}
-
-def affine_codes(raw: np.ndarray, qtype: str):
-    "Quantized rows [N, row bytes] -> codes uint8 [N, K], scale and offset float32 [N, K/32]: w = offset + scale * code."
-    n, nb = BLOCKS[qtype]
-    c, s, o = AFFINE[qtype](np.asarray(raw, np.uint8).reshape(-1, nb))
-    N = raw.shape[0]
-    return c.reshape(N, -1), s.reshape(N, -1), o.reshape(N, -1)
-
-# %% ../nbs/15_quant.ipynb #2dd1f625
-class TorchQuantWeight:
-    "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
-    def __init__(self, raw: np.ndarray, qtype: str, dtype):
-        import torch
-        codes, scale, offset = affine_codes(raw, qtype)                        # [N, K] u8, [N, K/32] f32 x 2
-        self.raw, self.qtype, self.dtype = raw, qtype, dtype
-        self.shape = (codes.shape[0], codes.shape[1])
-        N, pad = self.shape[0], -self.shape[0] % 16                            # the kernel wants N in multiples of 16
-        n_planes = -(-CODE_BITS[qtype] // 4)
-        scale, offset = scale.astype(np.float64), offset.astype(np.float64)
-        # code = Σ_p 16^p c_p. Plane p stores c_p + k_p (k_p = 8 when c_p fits in 3 bits, so it needs no shift) and
-        # computes (stored - 8)·16^p·scale; plane 0's zero absorbs the offset and the shifts. Planes then stay about
-        # as large as w itself: no cancellation between big terms, which bfloat16 outputs could not afford.
-        k = [8 if CODE_BITS[qtype] - 4 * p <= 3 else 0 for p in range(n_planes)]
-        z0 = offset + 8 * scale - sum(16 ** p * scale * (k[p] - 8) for p in range(1, n_planes))
-        self.planes = []
-        for p in range(n_planes):
-            c = ((codes >> (4 * p)) & 15).astype(np.int32) + (k[p] if p else 0)
-            s = scale * 16 ** p
-            z = z0 if p == 0 else np.zeros_like(scale)
-            c, s, z = (np.pad(a, ((0, pad), (0, 0))) for a in (c, s, z))
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c), 2)   # [N, K/2] uint8
-            sz = torch.from_numpy(np.stack([s.T, z.T], -1).astype(np.float32)).to(dtype).contiguous()  # [K/32, N, 2]
-            self.planes.append((packed, sz))
-        self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
-        from minillama.memory import drop_mapped_pages
-        drop_mapped_pages(raw)                                                 # packed now: the file's pages can go
-
-    def linear(self, x):
-        "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
-        import torch
-        x2 = x.reshape(-1, self.shape[1]).to(self.dtype)                      # [M, K]
-        y = sum(torch.ops.aten._weight_int4pack_mm_for_cpu(x2, p, 32, sz) for p, sz in self.planes)   # [M, N + pad]
-        return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0])
-
-    def __getitem__(self, ids):
-        "Rows `ids` dequantized (the embedding lookup), on torch."
-        import torch
-        a = to_numpy(ids)
-        rows = dequantize(self.raw[a.ravel()], self.qtype).reshape(*a.shape, self.shape[1])
-        return torch.from_numpy(rows).to(self.dtype)
-
-    def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
-
-# %% ../nbs/15_quant.ipynb #0bb497e5
-def quantize_gguf(src, dst, qtype: str = "q8_0", progress: bool = True):
-    "GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0, Q4_0, Q5_0 or Q4_K (rows not a multiple of 256: Q5_0); norms stay F32."
-    import tempfile
-    from pathlib import Path
-    from tqdm.auto import tqdm
-    from minillama.gguf import GGUFFile, write_gguf, convert_to_gguf
-    from minillama.model import make_ops
-    qt = qtype.upper()
-    if qt not in QUANTIZERS: raise MiniLlamaError(f"type {qtype!r}: choose one of {', '.join(QUANTIZERS).lower()}")
-    src, dst = Path(src), Path(dst)
-    with tempfile.TemporaryDirectory() as tmp:
-        if src.is_dir(): src = convert_to_gguf(src, Path(tmp) / "f32.gguf", progress=progress)
-        g = GGUFFile(src)
-        md = {k: v for k, v in g.typed_metadata().items() if k != "general.alignment"}
-        md["general.file_type"] = {"Q8_0": 7, "Q4_0": 2, "Q5_0": 8, "Q4_K": 14}[qt]     # llama.cpp's LLAMA_FTYPE_*
-        tensors = {}
-        for name, info in tqdm(g.tensors.items(), desc=f"quantizing to {qt}", disable=not progress):
-            a = g.tensor(name)
-            if len(info["shape"]) >= 2 and info["type"] in ("F32", "F16", "BF16"):
-                a = make_ops("numpy").weight(a, info["type"])               # float32: a view when it already is
-                t = "Q5_0" if qt == "Q4_K" and a.shape[-1] % QK_K else qt              # llama.cpp's fallback
-                tensors[name] = (QUANTIZERS[t](a, f"{src}: tensor {name!r}"), t)
-            else: tensors[name] = (a, info["type"])
-        write_gguf(dst, md, tensors, alignment=g.alignment, progress=progress)
-    return dst
-
-# %% ../nbs/15_quant.ipynb #1633d266
-def entropy_bits(counts: np.ndarray) -> float:
-    "Shannon entropy (bits per symbol) of a histogram."
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-def huffman_bits(counts: np.ndarray) -> float:
-    "Average code length (bits per symbol) of a Huffman code for a histogram."
-    import heapq
-    c = [int(x) for x in counts if x > 0]
-    if len(c) == 1: return 1.0
-    heap = list(c); heapq.heapify(heap); total = 0
-    while len(heap) > 1:                                               # each merge adds one bit to every symbol below it
-        a, b = heapq.heappop(heap), heapq.heappop(heap); total += a + b; heapq.heappush(heap, a + b)
-    return total / sum(c)

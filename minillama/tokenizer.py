@@ -11,8 +11,8 @@ from pathlib import Path
 from .core import MiniLlamaError
 
 # %% auto #0
-__all__ = ['NORMAL', 'UNKNOWN', 'CONTROL', 'USER_DEFINED', 'UNUSED', 'BYTE', 'PIECE_TYPES', 'SPACE', 'WireError', 'read_varint',
-           'read_fields', 'parse_model_proto', 'Tokenizer']
+__all__ = ['NORMAL', 'UNKNOWN', 'CONTROL', 'USER_DEFINED', 'UNUSED', 'BYTE', 'PIECE_TYPES', 'SPACE', 'TOKENIZER_READERS',
+           'WireError', 'read_varint', 'read_fields', 'parse_model_proto', 'Tokenizer']
 
 # %% ../nbs/01_tokenizer.ipynb #5c88f7ec
 class WireError(Exception): "A protobuf message that cannot be parsed (turned into MiniLlamaError by the caller)."
@@ -83,6 +83,8 @@ def parse_model_proto(buf: bytes) -> dict:
                 escape_whitespaces=norm.get(5, True))
 
 # %% ../nbs/01_tokenizer.ipynb #bc992cc9
+TOKENIZER_READERS: dict = {}    # file suffix -> read(path) -> Tokenizer; the GGUF chapter adds '.gguf'
+
 class Tokenizer:
     "A SentencePiece BPE tokenizer: `encode(text) -> ids`, `decode(ids) -> text`, identical to the sentencepiece library."
     def __init__(self, pieces: list[str], scores: list[float], types: list[int], unk_id: int = 0, bos_id: int | None = 1,
@@ -122,10 +124,10 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
-        "Read a SentencePiece `tokenizer.model` (BPE), or a `.gguf` file's tokenizer.ggml.* keys."
+        "Read a SentencePiece `tokenizer.model` (BPE), or any file type a later chapter put in TOKENIZER_READERS."
         p = Path(path)
         if not p.is_file(): raise MiniLlamaError(f"{p}: no such file")
-        if p.suffix == ".gguf": return cls.from_gguf(p)
+        if p.suffix in TOKENIZER_READERS: return TOKENIZER_READERS[p.suffix](p)
         try: m = parse_model_proto(p.read_bytes())
         except (WireError, UnicodeDecodeError, struct.error) as e: raise MiniLlamaError(f"{p}: not a SentencePiece model ({e})") from None
         if not m["pieces"]: raise MiniLlamaError(f"{p}: not a SentencePiece model (no pieces)")
@@ -136,26 +138,6 @@ class Tokenizer:
         return cls([x["piece"] for x in m["pieces"]], [x["score"] for x in m["pieces"]], [x["type"] for x in m["pieces"]],
                    m["unk_id"], m["bos_id"], m["eos_id"], m["byte_fallback"], m["add_dummy_prefix"],
                    m["remove_extra_whitespaces"], m["escape_whitespaces"], m["unk_surface"], source=str(p))
-
-    @classmethod
-    def from_gguf(cls, path) -> "Tokenizer":
-        "The vocabulary a GGUF file carries in its tokenizer.ggml.* keys (llama.cpp's 'llama' SentencePiece model)."
-        from minillama.gguf import GGUFFile                    # (the GGUF notebook comes later in the course)
-        md = GGUFFile(path).metadata
-        if md.get("tokenizer.ggml.model") != "llama":
-            raise MiniLlamaError(f"{path}: tokenizer.ggml.model is {md.get('tokenizer.ggml.model')!r}; only 'llama' "
-                                 "(SentencePiece BPE) is supported")
-        keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
-        for k in keys:
-            if k not in md: raise MiniLlamaError(f"{path}: missing metadata {k}")
-        toks, scores, types = (md[k] for k in keys)
-        if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
-            raise MiniLlamaError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
-        types = [int(t) for t in types]
-        return cls(toks, [float(x) for x in scores], types, unk_id=md.get("tokenizer.ggml.unknown_token_id", 0),
-                   bos_id=md.get("tokenizer.ggml.bos_token_id"), eos_id=md.get("tokenizer.ggml.eos_token_id"),
-                   byte_fallback=BYTE in types, add_dummy_prefix=md.get("tokenizer.ggml.add_space_prefix", True),
-                   remove_extra_whitespaces=False, source=str(path))
 
     @property
     def vocab_size(self) -> int: return len(self.pieces)

@@ -5,7 +5,7 @@ import torch
 
 from minillama.core import assert_close, compare, to_numpy
 from minillama.model import Llama, LlamaConfig, random_weights
-from minillama.rope import permute_qk_half_to_interleaved
+from minillama.positions import permute_qk_half_to_interleaved
 
 
 def cfg(**kw):
@@ -88,8 +88,9 @@ def test_zero_copy_on_cpu():
 
 def test_compare_helper_is_sharp():
     ref = np.linspace(-20, 20, 1000).astype(np.float32)
-    assert compare(ref * (1 + 5e-5), ref, verbose=False)["ok"]
-    assert not compare(ref + 0.01, ref, verbose=False)["ok"]              # 0.01 > 1e-4 * 20
+    assert compare(ref * (1 + 5e-6), ref, verbose=False)["ok"]           # float32: rtol 1e-5 of max|ref| = 2e-4
+    assert not compare(ref * (1 + 2e-5), ref, verbose=False)["ok"]       # 4e-4 > 2e-4
+    assert not compare(ref + 0.01, ref, verbose=False)["ok"]
     assert not compare(np.where(ref > 19, np.nan, ref), ref, verbose=False)["ok"]
     with pytest.raises(AssertionError):
         assert_close(ref + 1, ref)

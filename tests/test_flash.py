@@ -38,7 +38,7 @@ def test_extreme_scores_stay_finite(rng):
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_model_uses_chunked_attention_for_long_prompts(backend, monkeypatch, rng):
     "Past FLASH_MIN_SCORES the model's attention runs in chunks (torch: SDPA where it applies); the logits do not change."
-    import minillama.model as mm, minillama.flash as mf
+    import minillama.flash as mf
     from minillama.model import Llama, LlamaConfig, random_weights
     cfg = LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=100, hidden_dim=128, max_seq_len=600)
     ids = rng.integers(0, 100, 300)
@@ -49,7 +49,7 @@ def test_model_uses_chunked_attention_for_long_prompts(backend, monkeypatch, rng
     name = f"flash_attention_{'np' if backend == 'numpy' else 'torch'}"
     real = getattr(mf, name)
     monkeypatch.setattr(mf, name, lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
-    monkeypatch.setattr(mm, "FLASH_MIN_SCORES", 1000)
+    monkeypatch.setattr(mf, "FLASH_MIN_SCORES", 1000)
     c = m.new_cache()
     got = np.concatenate([m.ops.numpy(m.forward(ids[:200], c)), m.ops.numpy(m.forward(ids[200:], c, 200))])
     assert calls, "the chunked kernel was not used"

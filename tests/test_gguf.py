@@ -7,7 +7,8 @@ import gguf
 
 import minillama
 from minillama.core import MiniLlamaError, assert_close
-from minillama.gguf import GGUFFile, write_gguf, convert_to_gguf, UINT64, INT32, STRING
+from minillama.gguf import GGUFFile, write_gguf, UINT64, INT32, STRING
+from minillama.gguf_llama import convert_to_gguf
 from minillama.tokenizer import Tokenizer
 from minillama.cli import main, shipped_model
 
@@ -172,9 +173,9 @@ def make_meta(hf, out, n_shards, emb_axis):
     "Write a transformers model as Meta's sharded checkpoint: q/k back to interleaved pairs, each tensor cut by its axis."
     import json
     from minillama.checkpoint import hf_name
-    from minillama.gguf import META_SPLIT, meta_name
+    from minillama.meta import META_SPLIT, meta_name
     from minillama.model import weight_shapes
-    from minillama.rope import permute_qk_half_to_interleaved
+    from minillama.positions import permute_qk_half_to_interleaved
     c = hf.config
     sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     cfg = minillama.checkpoint.config_from_hf(c.to_dict())
@@ -200,7 +201,7 @@ def make_meta(hf, out, n_shards, emb_axis):
 
 @pytest.mark.parametrize("n_shards, emb_axis", [(1, 1), (2, 1), (4, 1), (4, 0)])
 def test_meta_unsharding(hf_dir, tmp_path, n_shards, emb_axis):
-    from minillama.gguf import gguf_name
+    from minillama.gguf_llama import gguf_name
     d, hf = hf_dir("llama2")
     full = make_meta(hf, tmp_path / "meta", n_shards, emb_axis)
     out = convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)

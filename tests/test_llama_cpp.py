@@ -13,7 +13,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 import minillama
 from minillama.cli import shipped_model
 from minillama.core import assert_close
-from minillama.gguf import convert_to_gguf
+from minillama.gguf_llama import convert_to_gguf
 from minillama.tokenizer import Tokenizer
 
 TEXTS = ["The \"for\" statement is used to iterate", "  spaces\tand tabs 🙂 数字 42", "x"]

@@ -10,9 +10,10 @@ import minillama
 from minillama.cli import main, shipped_model
 from minillama.core import MiniLlamaError, assert_close
 from minillama.gguf import GGUFFile
-from minillama.quant import (QUANTIZERS, BLOCKS, AFFINE, QuantWeight, TorchQuantWeight, affine_codes, dequantize,
-                             quantize_gguf, quantize_q4_k)
-from minillama.rope import permute_qk_interleaved_to_half
+from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
+from minillama.quant_kernels import AFFINE, QuantWeight, TorchQuantWeight, affine_codes
+from minillama.quantize import quantize_gguf
+from minillama.positions import permute_qk_interleaved_to_half
 
 
 def edge_cases(rng):
@@ -116,7 +117,7 @@ def test_torch_int4_planes(qt, rng):
 def test_quantized_file(quantized, qt):
     files, d = quantized
     g, r = GGUFFile(files[qt]), gguf.GGUFReader(files[qt])
-    f32 = GGUFFile(minillama.gguf.convert_to_gguf(shipped_model(), d / f"f32_{qt}.gguf", progress=False))
+    f32 = GGUFFile(minillama.gguf_llama.convert_to_gguf(shipped_model(), d / f"f32_{qt}.gguf", progress=False))
     for t in r.tensors:                                            # llama.cpp's reader, llama.cpp's reference bytes
         want = ref_quantize(np.array(f32.tensor(t.name)), getattr(T, qt.upper())) if len(g.tensors[t.name]["shape"]) == 2 else f32.tensor(t.name)
         assert t.tensor_type.name == (qt.upper() if len(g.tensors[t.name]["shape"]) == 2 else "F32")

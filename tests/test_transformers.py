@@ -1,4 +1,5 @@
 "Both backends against Hugging Face transformers' LlamaForCausalLM on the same saved weights."
+import dataclasses
 import json
 import numpy as np
 import pytest
@@ -94,7 +95,7 @@ def test_llama3_scaling_matters(hf_dir):
     m = minillama.load(d)
     ids = np.random.default_rng(3).integers(0, 512, size=300)
     ref = hf_logits(hf, ids)[0]
-    m.inv_freq = minillama.rope.rope_inv_freq(m.cfg.head_dim, m.cfg.rope_theta)      # unscaled
+    m.inv_freq = minillama.positions.rope_inv_freq(m.cfg.head_dim, m.cfg.rope_theta)      # unscaled
     r = minillama.core.compare(m.forward(ids), ref, verbose=False)
     assert not r["ok"], r
 
@@ -118,3 +119,38 @@ def test_half_precision_checkpoint(hf_dir, tmp_path):
         assert_close(minillama.load(out, "numpy").forward(ids), ref, dtype="float32", what=f"{dt} file, numpy f32")
         assert_close(minillama.load(out, "torch", device="cpu").forward(ids), ref, dtype="float32", what=f"{dt} file, torch f32")
         assert_close(minillama.load(out, "torch", device="cpu", dtype=tol).forward(ids), ref, dtype=tol, what=f"{dt} file, torch {tol}")
+
+
+# Each knob of the config, perturbed, must make the comparison with transformers fail at float32's rtol (1e-5).
+KNOBS = {
+    "norm_eps 1e-6 -> 1e-4":   ("llama1", lambda c, w: (dataclasses.replace(c, norm_eps=1e-4), w)),
+    "rope_theta x1.05":        ("llama1", lambda c, w: (dataclasses.replace(c, rope_theta=c.rope_theta * 1.05), w)),
+    "tie_embeddings":          ("llama2", lambda c, w: (dataclasses.replace(c, tie_embeddings=True),
+                                                        dataclasses.replace(w, output=w.tok_embeddings))),
+    "rope_layout interleaved": ("llama2", lambda c, w: (dataclasses.replace(c, rope_layout="interleaved"), w)),
+    "llama3 scaling dropped":  ("llama3", lambda c, w: (dataclasses.replace(c, rope_scaling=None), w)),
+}
+
+
+@pytest.mark.parametrize("knob", KNOBS)
+def test_each_config_knob_is_sharp(hf_dir, knob):
+    style, perturb = KNOBS[knob]
+    d, hf = hf_dir(style)
+    m = minillama.load(d)
+    ids = np.random.default_rng(5).integers(0, 512, size=300 if style == "llama3" else 64)
+    ref = hf_logits(hf, ids)[0]
+    assert minillama.core.compare(m.forward(ids), ref, "float32", what=f"{style} as loaded")["ok"]
+    c, w = perturb(m.cfg, m.w)
+    r = minillama.core.compare(minillama.Llama(c, w, m.ops).forward(ids), ref, "float32", what=knob)
+    assert not r["ok"], r
+
+
+def test_head_dim_is_read(hf_dir, tmp_path):
+    "A config whose head_dim differs from hidden/heads: dropping head_dim from config.json is refused, by shape."
+    d, _ = hf_dir("llama2", head_dim=48, num_attention_heads=4, num_key_value_heads=2)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg.pop("head_dim") == 48 and minillama.load(d).cfg.head_dim == 48
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").symlink_to(d / "model.safetensors")
+    with pytest.raises(minillama.MiniLlamaError, match="has shape"):
+        minillama.load(tmp_path)

@@ -15,7 +15,7 @@ __all__ = ['linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 
 # %% ../nbs/05_mlp_norm.ipynb #a2caaa49
 def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     "x [..., in] @ W.T, W [out, in] -> [..., out]."
-    if not isinstance(W, np.ndarray): return W.linear(x)           # quantized weights multiply themselves (notebook 15)
+    if not isinstance(W, np.ndarray): return W.linear(x)           # a weight object that multiplies itself
     x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
     if x2.shape[0] == 1: y = (W @ x2[0])[None]                     # gemv: [out, in] @ [in] -> [1, out]
     else: y = (W @ x2.T).T                                         # gemm: [out, in] @ [in, N] -> [out, N], viewed [N, out]
@@ -23,7 +23,7 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def linear_torch(x, W):
     "torch version of `linear_np` (gemv for one row, which is a little faster than F.linear's gemm there)."
-    if not isinstance(W, torch.Tensor): return W.linear(x)        # weights that multiply themselves (notebooks 15, 17)
+    if not isinstance(W, torch.Tensor): return W.linear(x)        # a weight object that multiplies itself
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] == 1: return (W @ x2[0]).reshape(*x.shape[:-1], W.shape[0])
     return torch.nn.functional.linear(x, W)
