@@ -62,7 +62,8 @@ class KVCache:
         self.max_len = max_len
 
     def update(self, layer: int, start_pos: int, k, v):
-        "Store k, v [B, KV, T, hd] at positions start_pos.., return all keys and values so far [B, KV, start_pos+T, hd]."
+        """Store k, v [B, KV, T, hd] at positions start_pos.., return all keys and values so far [B, KV, start_pos+T,
+        hd]."""
         end = start_pos + k.shape[2]
         if end > self.max_len:
             raise MiniLlamaError(f"KV cache: position {end} is past its length {self.max_len}")

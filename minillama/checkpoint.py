@@ -120,16 +120,20 @@ def config_from_hf(d: dict, source: str = "config.json") -> LlamaConfig:
     else:
         theta, scaling = d.get("rope_theta", 10000.0), d.get("rope_scaling")
     if scaling is not None:
-        if not isinstance(scaling, dict): raise MiniLlamaError(f"{source}: rope_scaling must be an object, got {scaling!r}")
+        if not isinstance(scaling, dict):
+            raise MiniLlamaError(f"{source}: rope_scaling must be an object, got {scaling!r}")
         scaling = {k: v for k, v in scaling.items() if k != "rope_theta"}
         if scaling.get("rope_type", scaling.get("type", "default")) == "default": scaling = None
     eos = d.get("eos_token_id")
     try:
-        return LlamaConfig(dim=need("hidden_size"), n_layers=need("num_hidden_layers"), n_heads=need("num_attention_heads"),
+        return LlamaConfig(dim=need("hidden_size"), n_layers=need("num_hidden_layers"),
+                           n_heads=need("num_attention_heads"),
             n_kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"], vocab_size=need("vocab_size"),
-            hidden_dim=need("intermediate_size"), head_dim=d.get("head_dim"), norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            hidden_dim=need("intermediate_size"), head_dim=d.get("head_dim"),
+            norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             rope_theta=float(theta), rope_scaling=scaling, rope_layout="half",
-            max_seq_len=d.get("max_position_embeddings", 2048), tie_embeddings=bool(d.get("tie_word_embeddings", False)),
+            max_seq_len=d.get("max_position_embeddings", 2048),
+            tie_embeddings=bool(d.get("tie_word_embeddings", False)),
             bos_id=d.get("bos_token_id"), eos_id=eos[0] if isinstance(eos, list) and eos else eos).validate(source)
     except MiniLlamaError as e:
         raise MiniLlamaError(str(e).replace("config:", f"{source}:", 1)) from None
@@ -146,7 +150,8 @@ class Checkpoint:
         cfg_path = self.dir / "config.json"
         if not cfg_path.is_file(): raise MiniLlamaError(f"{cfg_path}: missing (a checkpoint needs its config.json)")
         try: self.hf_config = json.loads(cfg_path.read_text())
-        except (UnicodeDecodeError, ValueError) as e: raise MiniLlamaError(f"{cfg_path}: not valid JSON ({e})") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise MiniLlamaError(f"{cfg_path}: not valid JSON ({e})") from None
         self.config = config_from_hf(self.hf_config, str(cfg_path))
         index = self.dir / "model.safetensors.index.json"
         if p.is_file():
@@ -159,14 +164,17 @@ class Checkpoint:
                 raise MiniLlamaError(f"{index}: not a safetensors index (needs a 'weight_map' object)") from None
             files = {}
             for fn in sorted(set(wm.values())):
-                if not isinstance(fn, str) or Path(fn).name != fn: raise MiniLlamaError(f"{index}: bad shard name {fn!r}")
+                if not isinstance(fn, str) or Path(fn).name != fn:
+                    raise MiniLlamaError(f"{index}: bad shard name {fn!r}")
                 files[fn] = SafetensorsFile(self.dir / fn)
             for k, fn in wm.items():
-                if k not in files[fn]: raise MiniLlamaError(f"{self.dir / fn}: has no tensor {k!r} (listed in {index.name})")
+                if k not in files[fn]:
+                    raise MiniLlamaError(f"{self.dir / fn}: has no tensor {k!r} (listed in {index.name})")
             self.where = dict(wm)
         else:
             shards = sorted(self.dir.glob("*.safetensors"))
-            if not shards: raise MiniLlamaError(f"{self.dir}: no .safetensors files (other weight formats: convert them first)")
+            if not shards:
+                raise MiniLlamaError(f"{self.dir}: no .safetensors files (other weight formats: convert them first)")
             files = {s.name: SafetensorsFile(s) for s in shards}
             self.where = {k: fn for fn, f in files.items() for k in f.keys()}
         self.files = files
@@ -179,9 +187,11 @@ class Checkpoint:
         f = self.files[self.where[key]]
         want = weight_shapes(cfg)[name]
         if f.shape(key) != want:
-            raise MiniLlamaError(f"{f.path}: tensor {key!r} has shape {list(f.shape(key))}, config.json implies {list(want)}")
+            raise MiniLlamaError(f"{f.path}: tensor {key!r} has shape {list(f.shape(key))}, config.json implies "
+                                 f"{list(want)}")
         if f.dtype(key) not in FLOAT_TYPES:
-            raise MiniLlamaError(f"{f.path}: tensor {key!r} has dtype {f.dtype(key)}; weights must be {', '.join(FLOAT_TYPES)}")
+            raise MiniLlamaError(f"{f.path}: tensor {key!r} has dtype {f.dtype(key)}; weights must be "
+                                 f"{', '.join(FLOAT_TYPES)}")
         return f.tensor(key), f.dtype(key)
 
     def weights(self, convert=lambda a, dt: a) -> Weights:

@@ -48,7 +48,8 @@ def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
 # %% ../nbs/20_cli.ipynb #a50559c5
 def _generate(a) -> int:
     kw = dict(stream=True, memory_budget=a.memory_budget) if a.stream_layers else {}
-    if a.memory_budget is not None and not a.stream_layers: raise MiniLlamaError("--memory-budget: only with --stream-layers")
+    if a.memory_budget is not None and not a.stream_layers:
+        raise MiniLlamaError("--memory-budget: only with --stream-layers")
     if a.dtype is not None: kw["dtype"] = a.dtype
     model, tok = load_with_tokenizer(a.model or shipped_model(), a.backend, a.device, **kw)
     ids = tok.encode(a.prompt, bos=True)
@@ -75,20 +76,29 @@ def add_generate(sub) -> argparse.ArgumentParser:
     g.add_argument("prompt", help="the text to continue")
     g.add_argument("--model", default=None, help="checkpoint directory with config.json, *.safetensors and "
                    "tokenizer.model (default: the shipped model)")
-    g.add_argument("--backend", choices=["numpy", "torch"], default="numpy", help="numpy (any CPU) or torch (default numpy)")
-    g.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type (default "
+    g.add_argument("--backend", choices=["numpy", "torch"], default="numpy",
+                   help="numpy (any CPU) or torch (default numpy)")
+    g.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="torch compute type (default "
                    "float32); bfloat16 runs quantized files through torch's fast int4 kernels")
     g.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to generate at most (default 100)")
     g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 turns it off (default 40)")
+    g.add_argument("--top-k", type=int, default=40,
+                   help="sample among the k most likely tokens; 0 turns it off (default 40)")
     g.add_argument("--top-p", type=float, default=0.95, help="sample among the most likely tokens covering this "
                    "probability mass; 1 turns it off (default 0.95)")
-    g.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text on both backends")
-    g.add_argument("--stream-layers", action="store_true", help="keep the layers on disk and read each as it is needed, "
-                   "the next one in a background thread (for models bigger than memory; every token reads the whole file)")
-    g.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE", help="with --stream-layers: the most "
-                   "memory for layer buffers, e.g. 300M or 2G; refused if one layer does not fit, no prefetch if two do not")
+    g.add_argument("--seed", type=int, default=None,
+                   help="random seed: the same seed gives the same text on both backends")
+    g.add_argument("--stream-layers", action="store_true",
+                   help="keep the layers on disk and read each as it is needed, "
+                   "the next one in a background thread (for models bigger than memory; every token reads the whole "
+                   "file)")
+    g.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE",
+                   help="with --stream-layers: the most "
+                   "memory for layer buffers, e.g. 300M or 2G; refused if one layer does not fit, no prefetch if two "
+                   "do not")
     g.set_defaults(run=_generate)
     return g
 
@@ -103,9 +113,11 @@ def _tokenize(a) -> int:
 
 def add_tokenize(sub) -> argparse.ArgumentParser:
     t = sub.add_parser("tokenize", help="print the token ids and pieces of TEXT",
-                       description="Encode TEXT with a SentencePiece tokenizer and print one 'id<TAB>piece' line per token.")
+                       description="Encode TEXT with a SentencePiece tokenizer and print one 'id<TAB>piece' line "
+                                   "per token.")
     t.add_argument("text")
-    t.add_argument("--model", default=None, help="a tokenizer.model file or a model directory (default: the shipped model)")
+    t.add_argument("--model", default=None,
+                   help="a tokenizer.model file or a model directory (default: the shipped model)")
     t.add_argument("--bos", action="store_true", help="prepend the beginning-of-sequence token")
     t.set_defaults(run=_tokenize)
     return t
@@ -115,7 +127,8 @@ def add_tokenize(sub) -> argparse.ArgumentParser:
 def _convert(a) -> int:
     if a.shard_layers:
         out = shard_layers(a.src, a.dst)
-        print(f"wrote {out} ({len(list(out.glob('*.safetensors')))} files, {sum(f.stat().st_size for f in out.iterdir()):,} bytes)")
+        print(f"wrote {out} ({len(list(out.glob('*.safetensors')))} files, "
+              f"{sum(f.stat().st_size for f in out.iterdir()):,} bytes)")
         return 0
     if Path(a.dst).suffix != ".gguf": raise MiniLlamaError(f"{a.dst}: the output must be a .gguf file")
     out = convert_to_gguf(a.src, a.dst, a.outtype)
@@ -124,15 +137,22 @@ def _convert(a) -> int:
 
 def add_convert(sub) -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a Hugging Face or Meta checkpoint directory to a GGUF file",
-                       description="Write SRC as a llama.cpp GGUF file, with tokenizer.model if present. SRC is a Hugging "
-                                   "Face directory (config.json + *.safetensors, sharded or not; q/k rows are permuted to "
-                                   "interleaved RoPE pairs) or Meta's layout (params.json + consolidated.NN.pth, unsharded "
-                                   "by rows or columns per tensor, read with torch.load(weights_only=True)). Norms stay F32.")
+                       description="Write SRC as a llama.cpp GGUF file, with tokenizer.model if present. SRC is a "
+                                   "Hugging "
+                                   "Face directory (config.json + *.safetensors, sharded or not; q/k rows are "
+                                   "permuted to "
+                                   "interleaved RoPE pairs) or Meta's layout (params.json + consolidated.NN.pth, "
+                                   "unsharded "
+                                   "by rows or columns per tensor, read with torch.load(weights_only=True)). Norms "
+                                   "stay F32.")
     c.add_argument("src", help="checkpoint directory (Hugging Face or Meta layout)")
-    c.add_argument("dst", help="output .gguf file, or directory with --shard-layers (written to a temporary name, renamed when complete)")
+    c.add_argument("dst",
+                   help="output .gguf file, or directory with --shard-layers (written to a temporary name, renamed "
+                        "when complete)")
     c.add_argument("--outtype", choices=["f32", "f16"], default="f32", help="type of the weight matrices (default f32)")
     c.add_argument("--shard-layers", action="store_true", help="instead of GGUF, write a Hugging Face checkpoint "
-                   "directory with one safetensors file per layer (AirLLM's layout; SRC must be a Hugging Face checkpoint)")
+                   "directory with one safetensors file per layer (AirLLM's layout; SRC must be a Hugging Face "
+                   "checkpoint)")
     c.set_defaults(run=_convert)
     return c
 
@@ -151,8 +171,10 @@ def add_quantize(sub) -> argparse.ArgumentParser:
                                    "tensors (norms) stay F32. SRC is a .gguf file or a checkpoint directory.")
     q.add_argument("src", help="a .gguf file (F32, F16 or BF16) or a checkpoint directory")
     q.add_argument("dst", help="output .gguf file (written to a temporary name, renamed when complete)")
-    q.add_argument("--type", choices=["q8_0", "q4_0", "q5_0", "q4_k"], default="q8_0", help="q8_0 (8.5 bits per weight), "
-                   "q4_0 (4.5), q5_0 (5.5) or q4_k (4.5; matrices whose rows are not a multiple of 256 get q5_0); default q8_0")
+    q.add_argument("--type", choices=["q8_0", "q4_0", "q5_0", "q4_k"], default="q8_0",
+                   help="q8_0 (8.5 bits per weight), "
+                   "q4_0 (4.5), q5_0 (5.5) or q4_k (4.5; matrices whose rows are not a multiple of 256 get q5_0); "
+                   "default q8_0")
     q.set_defaults(run=_quantize)
     return q
 
@@ -160,7 +182,8 @@ def add_quantize(sub) -> argparse.ArgumentParser:
 # %% ../nbs/20_cli.ipynb #d42bac03
 def _inspect(a) -> int:
     g = GGUFFile(a.file)
-    print(f"{g.path}: GGUF v{g.version}, {len(g.metadata)} metadata keys, {len(g.tensors)} tensors, alignment {g.alignment}")
+    print(f"{g.path}: GGUF v{g.version}, {len(g.metadata)} metadata keys, {len(g.tensors)} tensors, alignment "
+          f"{g.alignment}")
     for k, v in g.metadata.items():
         if g.types[k] == ARRAY:
             items = v.tolist() if hasattr(v, "tolist") else v
@@ -169,12 +192,14 @@ def _inspect(a) -> int:
         print(f"  {k:45s} {v}")
     print(f"\n  {'name':32s} {'type':5s} {'shape':18s} {'offset':>12s} {'bytes':>12s}")
     for k, t in g.tensors.items():
-        print(f"  {k:32s} {t['type']:5s} {str(list(t['shape'])):18s} {g.data_start + t['offset']:12,} {t['nbytes']:12,}")
+        print(f"  {k:32s} {t['type']:5s} {str(list(t['shape'])):18s} {g.data_start + t['offset']:12,} "
+              f"{t['nbytes']:12,}")
     return 0
 
 def add_inspect(sub) -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a GGUF file's metadata and tensor table",
-                       description="Print the metadata of a GGUF file and a table of its tensors: name, type, shape, offset, bytes.")
+                       description="Print the metadata of a GGUF file and a table of its tensors: name, type, shape, "
+                                   "offset, bytes.")
     i.add_argument("file", help="a .gguf file")
     i.set_defaults(run=_inspect)
     return i
@@ -194,16 +219,20 @@ def _verify(a) -> int:
 
 def add_verify(sub) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="compare numpy, torch and transformers on a checkpoint, stage by stage",
-                       description="Run a Hugging Face Llama checkpoint through minillama's numpy and torch backends and "
+                       description="Run a Hugging Face Llama checkpoint through minillama's numpy and torch backends "
+                                   "and "
                                    "through transformers; print max and mean |Δ| after the embedding, each block, the "
                                    "final norm and the logits, then compare greedy generation.")
     v.add_argument("model_dir", nargs="?", help="checkpoint directory: config.json + *.safetensors")
     v.add_argument("--random", metavar="STYLE", choices=["llama1", "llama2", "llama3"],
-                   help="instead of MODEL_DIR, build a random transformers Llama of this style (llama1, llama2, llama3)")
+                   help="instead of MODEL_DIR, build a random transformers Llama of this style (llama1, llama2, "
+                        "llama3)")
     v.add_argument("--tokens", type=int, default=64, help="length of the random input sequence (default 64)")
-    v.add_argument("--generate", type=int, default=16, help="greedy tokens to compare with transformers (default 16, 0 skips)")
+    v.add_argument("--generate", type=int, default=16,
+                   help="greedy tokens to compare with transformers (default 16, 0 skips)")
     v.add_argument("--seed", type=int, default=0, help="seed for the input ids and the random model (default 0)")
-    v.add_argument("--device", default=None, help="torch device for the torch backend (default: cuda if available, else cpu)")
+    v.add_argument("--device", default=None,
+                   help="torch device for the torch backend (default: cuda if available, else cpu)")
     v.set_defaults(run=_verify)
     return v
 
@@ -212,7 +241,8 @@ def add_verify(sub) -> argparse.ArgumentParser:
 COMMANDS = [add_generate, add_tokenize, add_convert, add_quantize, add_inspect, add_verify]
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minillama", description="LLaMA-style inference on numpy and torch, built in a course of notebooks.")
+    p = argparse.ArgumentParser(prog="minillama",
+                                description="LLaMA-style inference on numpy and torch, built in a course of notebooks.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True)
     for add in COMMANDS: add(sub)

@@ -68,7 +68,8 @@ def compare(actual, expected, dtype: str | None = None, rtol: float | None = Non
     scale = float(np.max(np.abs(e[~bad]))) if (~bad).any() else 0.0
     limit = rtol * scale + atol
     ok = bool(not bad.any() and worst <= limit)
-    r = dict(what=what, ok=ok, worst=worst, where=where, scale=scale, limit=limit, rel=worst / scale if scale else worst,
+    r = dict(what=what, ok=ok, worst=worst, where=where, scale=scale, limit=limit,
+             rel=worst / scale if scale else worst,
              mean=float(d[~bad].mean()) if (~bad).any() else 0.0, nonfinite=int(bad.sum()))
     if verbose:
         nf = f", {r['nonfinite']} non-finite" if bad.any() else ""
@@ -87,7 +88,8 @@ def assert_close(actual, expected, dtype: str | None = None, rtol: float | None 
 
 # %% ../nbs/00_core.ipynb #bb294a04
 def map_readonly(path, min_size: int, kind: str, use_mmap: bool = True):
-    "(mapped bytes, size, err) for `path`: a read-only shared map (or the bytes read, use_mmap=False); err(msg) names the file."
+    """(mapped bytes, size, err) for `path`: a read-only shared map (or the bytes read, use_mmap=False); err(msg) names
+    the file."""
     import mmap
     from pathlib import Path
     path = Path(path)

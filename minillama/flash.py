@@ -18,7 +18,8 @@ __all__ = ['FLASH_MIN_SCORES', 'flash_attention_np', 'flash_attention_torch', 't
 
 # %% ../nbs/18_flash.ipynb #6b4d55ba
 def flash_attention_np(q, k, v, chunk: int = 512) -> np.ndarray:
-    "Causal grouped-query attention over key chunks with the online softmax. q [B, H, T, hd]; k, v [B, KV, S, hd] -> [B, H, T, hd]."
+    """Causal grouped-query attention over key chunks with the online softmax. q [B, H, T, hd]; k, v [B, KV, S, hd] ->
+    [B, H, T, hd]."""
     B, H, T, hd = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV

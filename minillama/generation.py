@@ -88,6 +88,7 @@ def score_suffixes(model: Llama, prefix, suffixes) -> list[float]:
     last = log_softmax(model.ops.numpy(model.forward(p, cache=cache, last_only=True))[-1])   # [V]: the next token
     scores = []
     for s in sufs:
-        lp = log_softmax(model.ops.numpy(model.forward(s[:-1], cache=cache, start_pos=len(p)))) if len(s) > 1 else np.zeros((0, 1))
+        lp = (log_softmax(model.ops.numpy(model.forward(s[:-1], cache=cache, start_pos=len(p)))) if len(s) > 1
+              else np.zeros((0, 1)))
         scores.append(float(last[s[0]] + lp[np.arange(len(s) - 1), s[1:]].sum()))
     return scores

@@ -24,12 +24,14 @@ _SCALAR = {UINT8: "<u1", INT8: "<i1", UINT16: "<u2", INT16: "<i2", UINT32: "<u4"
 GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
               6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84),
               11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
-              15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8)}
+              15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+              28: ("F64", 1, 8)}
 GGML_IDS = {v[0]: k for k, v in GGML_TYPES.items()}
 _NP = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I8": np.int8, "I16": np.int16, "I32": np.int32,
        "I64": np.int64, "F64": np.float64}
 MAX_DIMS, MAX_ARRAY_DEPTH = 4, 4
-_STRUCTS = {t: struct.Struct("<" + {"u1": "B", "i1": "b", "u2": "H", "i2": "h", "u4": "I", "i4": "i", "f4": "f", "u8": "Q",
+_STRUCTS = {t: struct.Struct("<" + {"u1": "B", "i1": "b", "u2": "H", "i2": "h", "u4": "I", "i4": "i", "f4": "f",
+                                    "u8": "Q",
                                    "i8": "q", "f8": "d"}[f[1:]]) for t, f in _SCALAR.items()}
 
 # %% ../nbs/11_gguf.ipynb #d111a1ca
@@ -43,7 +45,8 @@ class _Cursor:
         return b
     def scalar(self, t: int, what: str):
         st = _STRUCTS[t]
-        if st.size > self.left(): raise self.err(f"{what} at byte {self.pos} needs {st.size} bytes, only {self.left()} remain")
+        if st.size > self.left():
+            raise self.err(f"{what} at byte {self.pos} needs {st.size} bytes, only {self.left()} remain")
         v = st.unpack_from(self.buf, self.pos)[0]; self.pos += st.size
         return bool(v) if t == BOOL else v
     def string(self, what: str) -> str:
@@ -58,15 +61,18 @@ class _Cursor:
         et, n = self.scalar(UINT32, what + " element type"), self.scalar(UINT64, what + " count")
         if et in _SCALAR:                                      # numbers: one view, size checked before reading
             size = np.dtype(_SCALAR[et]).itemsize
-            if n * size > self.left(): raise self.err(f"{what}: {n} elements need {n * size} bytes, only {self.left()} remain")
+            if n * size > self.left():
+                raise self.err(f"{what}: {n} elements need {n * size} bytes, only {self.left()} remain")
             a = np.frombuffer(self.take(n * size, what), _SCALAR[et]).copy()
             return a.astype(bool) if et == BOOL else a
         if et not in (STRING, ARRAY): raise self.err(f"{what}: unknown array element type {et}")
-        if n * 8 > self.left(): raise self.err(f"{what}: {n} elements cannot fit in the {self.left()} bytes that remain")
+        if n * 8 > self.left():
+            raise self.err(f"{what}: {n} elements cannot fit in the {self.left()} bytes that remain")
         return [self.value(et, f"{what}[{i}]", depth + 1) for i in range(n)]
 
 class GGUFFile:
-    "A GGUF file opened read-only: `metadata`, `tensors` (name -> info), `tensor(name)` a view of the map (or, with use_mmap=False, of a copy read into memory)."
+    """A GGUF file opened read-only: `metadata`, `tensors` (name -> info), `tensor(name)` a view of the map (or, with
+    use_mmap=False, of a copy read into memory)."""
     def __init__(self, path, use_mmap: bool = True):
         self.path = Path(path)
         self._map, size, err = map_readonly(self.path, 24, "GGUF", use_mmap)
@@ -104,7 +110,8 @@ class GGUFFile:
         data_len = size - self.data_start
         spans = sorted((v["offset"], v["offset"] + v["nbytes"], k) for k, v in self.tensors.items())
         for b, e, k in spans:
-            if e > data_len: raise err(f"tensor {k!r}: bytes {b}..{e} lie outside the data section ({max(data_len, 0)} bytes)")
+            if e > data_len:
+                raise err(f"tensor {k!r}: bytes {b}..{e} lie outside the data section ({max(data_len, 0)} bytes)")
         for (b0, e0, k0), (b1, e1, k1) in zip(spans, spans[1:]):
             if b1 < e0: raise err(f"tensors {k0!r} and {k1!r} overlap")
 
@@ -113,7 +120,8 @@ class GGUFFile:
         return {k: (v if self.types[k] == ARRAY else (self.types[k], v)) for k, v in self.metadata.items()}
 
     def tensor(self, name: str) -> np.ndarray:
-        "A read-only view: numpy shape for F32/F16/BF16 (BF16 as raw uint16) and integers; raw bytes [rows, row bytes] for quantized types."
+        """A read-only view: numpy shape for F32/F16/BF16 (BF16 as raw uint16) and integers; raw bytes [rows, row bytes]
+        for quantized types."""
         info = self.tensors[name]
         start = self.data_start + info["offset"]
         if info["type"] in _NP:
@@ -146,13 +154,16 @@ def _pack(t, v) -> bytes:
     return head + b"".join(_pack(et, x) for x in items)
 
 def write_gguf(path, metadata: dict, tensors: dict, alignment: int = 32, progress: bool = True):
-    "Write a GGUF v3 file: metadata {key: value}, tensors {name: (array, ggml type name)}; atomic (temporary name, rename)."
+    """Write a GGUF v3 file: metadata {key: value}, tensors {name: (array, ggml type name)}; atomic (temporary name,
+    rename)."""
     from tqdm.auto import tqdm
     path = Path(path); tmp = path.with_name(path.name + ".tmp")
     kv = {**({"general.alignment": (UINT32, alignment)} if alignment != 32 else {}), **metadata}
     infos, off = [], 0
     for name, (a, tname) in tensors.items():
-        ne = list(reversed(a.shape)) if tname in _NP else [a.shape[-1] * GGML_TYPES[GGML_IDS[tname]][1] // GGML_TYPES[GGML_IDS[tname]][2]] + list(reversed(a.shape[:-1]))
+        _, blk, bb = GGML_TYPES[GGML_IDS[tname]]
+        row = a.shape[-1] if tname in _NP else a.shape[-1] * blk // bb         # quantized rows come as bytes
+        ne = [row] + list(reversed(a.shape[:-1]))                               # ggml's order: innermost first
         infos.append(_pack(STRING, name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne) +
                      struct.pack("<IQ", GGML_IDS[tname], off))
         off += -(-a.nbytes // alignment) * alignment
@@ -164,10 +175,12 @@ def write_gguf(path, metadata: dict, tensors: dict, alignment: int = 32, progres
                 f.write(_pack(STRING, k) + struct.pack("<I", t) + _pack(t, val))
             for i in infos: f.write(i)
             f.write(b"\0" * (-f.tell() % alignment))
-            bar = tqdm(total=sum(a.nbytes for a, _ in tensors.values()), unit="B", unit_scale=True, disable=not progress,
+            bar = tqdm(total=sum(a.nbytes for a, _ in tensors.values()), unit="B", unit_scale=True,
+                       disable=not progress,
                        desc=f"writing {path.name}")
             for a, _ in tensors.values():
-                f.write(np.ascontiguousarray(a).tobytes()); f.write(b"\0" * (-a.nbytes % alignment)); bar.update(a.nbytes)
+                f.write(np.ascontiguousarray(a).tobytes()); f.write(b"\0" * (-a.nbytes % alignment))
+                bar.update(a.nbytes)
             bar.close()
         os.replace(tmp, path)
     finally:

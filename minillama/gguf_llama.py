@@ -49,7 +49,8 @@ def config_from_gguf(g: GGUFFile) -> LlamaConfig:
     elif md.get("llama.rope.scaling.type", "none") not in ("none",):
         raise MiniLlamaError(f"{src}: llama.rope.scaling.type {md['llama.rope.scaling.type']!r} is not supported")
     try:
-        return LlamaConfig(dim=need("embedding_length"), n_layers=need("block_count"), n_heads=need("attention.head_count"),
+        return LlamaConfig(dim=need("embedding_length"), n_layers=need("block_count"),
+                           n_heads=need("attention.head_count"),
             n_kv_heads=md.get("llama.attention.head_count_kv", need("attention.head_count")),
             vocab_size=g.tensors["token_embd.weight"]["shape"][0], hidden_dim=need("feed_forward_length"),
             head_dim=md.get("llama.attention.key_length"), norm_eps=float(need("attention.layer_norm_rms_epsilon")),
@@ -65,7 +66,8 @@ def gguf_tensor(g: GGUFFile, cfg: LlamaConfig, key: str) -> tuple[str, dict]:
     if gname not in g.tensors: raise MiniLlamaError(f"{g.path}: tensor {gname!r} is missing")
     info, want = g.tensors[gname], weight_shapes(cfg)[key]
     if info["shape"] != want:
-        raise MiniLlamaError(f"{g.path}: tensor {gname!r} has shape {list(info['shape'])}, the metadata implies {list(want)}")
+        raise MiniLlamaError(f"{g.path}: tensor {gname!r} has shape {list(info['shape'])}, the metadata implies "
+                             f"{list(want)}")
     if info["type"] not in FLOAT_TYPES and info["type"] not in WEIGHT_TYPES:
         raise MiniLlamaError(f"{g.path}: tensor {gname!r} has type {info['type']}, which is not supported "
                              f"({', '.join([*FLOAT_TYPES, *WEIGHT_TYPES])} are)")
@@ -78,11 +80,13 @@ def gguf_inv_freq(g: GGUFFile, cfg: LlamaConfig) -> np.ndarray:
     inv = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     if "rope_freqs.weight" not in g.tensors: return inv
     ff = g.tensor("rope_freqs.weight").astype(np.float64)
-    if ff.shape != inv.shape: raise MiniLlamaError(f"{g.path}: rope_freqs.weight has shape {ff.shape}, expected {inv.shape}")
+    if ff.shape != inv.shape:
+        raise MiniLlamaError(f"{g.path}: rope_freqs.weight has shape {ff.shape}, expected {inv.shape}")
     return inv / ff
 
 def load_gguf(path, ops, use_mmap: bool = True) -> Llama:
-    "A llama-architecture GGUF file -> `Llama` on `ops`; weights are views of the read-only map where the backend allows."
+    """A llama-architecture GGUF file -> `Llama` on `ops`; weights are views of the read-only map where the backend
+    allows."""
     g = GGUFFile(path, use_mmap)
     cfg = config_from_gguf(g)
     def get(key):
@@ -96,7 +100,8 @@ register_loader("GGUF file", lambda p, stream: not stream and p.suffix == ".gguf
 def tokenizer_metadata(tok) -> dict:
     "A SentencePiece Tokenizer as GGUF tokenizer.ggml.* metadata (llama.cpp's 'llama' tokenizer model)."
     md = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": list(tok.pieces),
-          "tokenizer.ggml.scores": np.asarray(tok.scores, np.float32), "tokenizer.ggml.token_type": np.asarray(tok.types, np.int32),
+          "tokenizer.ggml.scores": np.asarray(tok.scores, np.float32),
+          "tokenizer.ggml.token_type": np.asarray(tok.types, np.int32),
           "tokenizer.ggml.unknown_token_id": tok.unk_id, "tokenizer.ggml.add_bos_token": True,
           "tokenizer.ggml.add_eos_token": False, "tokenizer.ggml.add_space_prefix": bool(tok.add_dummy_prefix)}
     if tok.bos_id is not None: md["tokenizer.ggml.bos_token_id"] = tok.bos_id
@@ -104,9 +109,11 @@ def tokenizer_metadata(tok) -> dict:
     return md
 
 def gguf_metadata(c: LlamaConfig) -> dict:
-    "The llama.* metadata that describes config `c`: what `config_from_gguf` reads back (Llama 3 scaling is a tensor, see below)."
+    """The llama.* metadata that describes config `c`: what `config_from_gguf` reads back (Llama 3 scaling is a tensor,
+    see below)."""
     md = {"general.architecture": "llama", "llama.context_length": c.max_seq_len, "llama.embedding_length": c.dim,
-          "llama.block_count": c.n_layers, "llama.feed_forward_length": c.hidden_dim, "llama.rope.dimension_count": c.head_dim,
+          "llama.block_count": c.n_layers, "llama.feed_forward_length": c.hidden_dim,
+          "llama.rope.dimension_count": c.head_dim,
           "llama.attention.head_count": c.n_heads, "llama.attention.head_count_kv": c.n_kv_heads,
           "llama.attention.layer_norm_rms_epsilon": float(c.norm_eps), "llama.rope.freq_base": float(c.rope_theta),
           "llama.vocab_size": c.vocab_size}
@@ -118,14 +125,17 @@ def gguf_metadata(c: LlamaConfig) -> dict:
     return md
 
 def write_random_gguf(path, c: LlamaConfig, seed: int = 0, progress: bool = False) -> Path:
-    "A random float32 Llama of config `c` (`random_weights` of the model notebook) written as a GGUF file: models to measure and test."
+    """A random float32 Llama of config `c` (`random_weights` of the model notebook) written as a GGUF file: models to
+    measure and test."""
     w = random_weights(c, seed)
-    write_gguf(path, gguf_metadata(c), {gguf_name(n): (a, "F32") for n, a in w.items() if not (n == "output" and c.tie_embeddings)},
+    write_gguf(path, gguf_metadata(c), {gguf_name(n): (a, "F32") for n,
+                                        a in w.items() if not (n == "output" and c.tie_embeddings)},
                progress=progress)
     return Path(path)
 
 def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True) -> Path:
-    "A Hugging Face checkpoint directory, or Meta's params.json + consolidated.NN.pth -> a llama.cpp GGUF file (outtype f32 or f16 for matrices; norms stay f32)."
+    """A Hugging Face checkpoint directory, or Meta's params.json + consolidated.NN.pth -> a llama.cpp GGUF file
+    (outtype f32 or f16 for matrices; norms stay f32)."""
     if outtype not in ("f32", "f16"): raise MiniLlamaError(f"outtype {outtype!r}: choose f32 or f16")
     src = Path(src)
     if (src / "params.json").is_file():                          # Meta's layout: already interleaved, unshard

@@ -30,7 +30,8 @@ def smaps_rollup(pid="self") -> dict:
 
 def peak_rss() -> int:
     "The most resident memory this process has had so far, in bytes (VmHWM, Linux)."
-    return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
+    return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines()
+                if l.startswith("VmHWM"))
 
 def resident(a: np.ndarray) -> np.ndarray:
     "Which pages under array `a` are in memory now (mincore): bool [pages]."
@@ -85,10 +86,12 @@ t_load = time.perf_counter() - t
 m1, f1, io1 = smaps_rollup(), page_faults(), io_read_bytes()
 t = time.perf_counter(); m.forward(np.array([1])); t_tok = time.perf_counter() - t
 m2, f2, io2 = smaps_rollup(), page_faults(), io_read_bytes()
+file = lambda m: m["Rss"] - m["Anonymous"]                             # file-backed resident bytes
 print(json.dumps(dict(load_s=t_load, first_token_s=t_tok,
-    anon_load=m1["Anonymous"] - m0["Anonymous"], file_load=(m1["Rss"] - m1["Anonymous"]) - (m0["Rss"] - m0["Anonymous"]),
-    anon_token=m2["Anonymous"] - m0["Anonymous"], file_token=(m2["Rss"] - m2["Anonymous"]) - (m0["Rss"] - m0["Anonymous"]),
-    majflt_load=f1[0] - f0[0], majflt_token=f2[0] - f1[0], minflt_token=f2[1] - f1[1], read_load=io1 - io0, read_token=io2 - io1)))
+    anon_load=m1["Anonymous"] - m0["Anonymous"], file_load=file(m1) - file(m0),
+    anon_token=m2["Anonymous"] - m0["Anonymous"], file_token=file(m2) - file(m0),
+    majflt_load=f1[0] - f0[0], majflt_token=f2[0] - f1[0], minflt_token=f2[1] - f1[1],
+    read_load=io1 - io0, read_token=io2 - io1)))
 '''
 
 def probe(path, use_mmap: bool = True, cache: str = "warm", advice: str = "none") -> dict:
@@ -112,7 +115,8 @@ def mapping_of(a: np.ndarray):
     return obj if isinstance(obj, mmap.mmap) else None
 
 def drop_mapped_pages(a: np.ndarray) -> int:
-    "If `a` is a contiguous view of a read-only shared `mmap`, unmap the whole pages under it (RSS falls, the data stays in the file); else do nothing. Returns the bytes released."
+    """If `a` is a contiguous view of a read-only shared `mmap`, unmap the whole pages under it (RSS falls, the data
+    stays in the file); else do nothing. Returns the bytes released."""
     if mapping_of(a) is None or not a.flags.c_contiguous: return 0
     start = -(-a.ctypes.data // PAGE) * PAGE                          # whole pages inside the array only
     end = (a.ctypes.data + a.nbytes) // PAGE * PAGE

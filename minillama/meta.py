@@ -18,7 +18,8 @@ __all__ = ['META_NAMES', 'META_LAYER', 'META_SPLIT', 'meta_name', 'load_meta', '
 
 # %% ../nbs/12_meta.ipynb #a0e375cb
 META_NAMES = dict(tok_embeddings="tok_embeddings.weight", norm="norm.weight", output="output.weight")
-META_LAYER = dict(attn_norm="attention_norm", wq="attention.wq", wk="attention.wk", wv="attention.wv", wo="attention.wo",
+META_LAYER = dict(attn_norm="attention_norm", wq="attention.wq", wk="attention.wk", wv="attention.wv",
+                  wo="attention.wo",
                   ffn_norm="ffn_norm", w_gate="feed_forward.w1", w_up="feed_forward.w3", w_down="feed_forward.w2")
 META_SPLIT = dict(wq=0, wk=0, wv=0, w_gate=0, w_up=0, output=0, wo=1, w_down=1)      # axis each shard cuts; norms: None
 
@@ -38,7 +39,8 @@ def load_meta(src) -> tuple[LlamaConfig, dict]:
     parts = []
     for f in shards:
         try: parts.append(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
-        except Exception as e: raise MiniLlamaError(f"{f}: not a tensors-only checkpoint ({type(e).__name__}: {e})") from None
+        except Exception as e:
+            raise MiniLlamaError(f"{f}: not a tensors-only checkpoint ({type(e).__name__}: {e})") from None
     dim = params["dim"]
     def whole(name):
         key = meta_name(name)
@@ -55,14 +57,16 @@ def load_meta(src) -> tuple[LlamaConfig, dict]:
     scaled = params.get("use_scaled_rope", False)
     cfg = LlamaConfig(dim=dim, n_layers=params["n_layers"], n_heads=params["n_heads"],
                       n_kv_heads=params.get("n_kv_heads") or params["n_heads"], vocab_size=emb.shape[0],
-                      hidden_dim=w1.shape[0], norm_eps=params.get("norm_eps", 1e-5), rope_theta=params.get("rope_theta", 10000.0),
+                      hidden_dim=w1.shape[0], norm_eps=params.get("norm_eps", 1e-5),
+                      rope_theta=params.get("rope_theta", 10000.0),
                       rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                         original_max_position_embeddings=8192) if scaled else None,
                       rope_layout="interleaved", max_seq_len=params.get("max_seq_len", 2048), tie_embeddings=False)
     weights = {n: (emb if n == "tok_embeddings" else whole(n)) for n in weight_shapes(cfg)}
     for n, a in weights.items():
         if a.shape != weight_shapes(cfg)[n]:
-            raise MiniLlamaError(f"{src}: {meta_name(n)} unshards to {list(a.shape)}, params.json implies {list(weight_shapes(cfg)[n])}")
+            raise MiniLlamaError(f"{src}: {meta_name(n)} unshards to {list(a.shape)}, params.json implies "
+                                 f"{list(weight_shapes(cfg)[n])}")
     return cfg, weights
 
 # %% ../nbs/12_meta.ipynb #8c46e219

@@ -18,7 +18,9 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     if not isinstance(W, np.ndarray): return W.linear(x)           # a weight object that multiplies itself
     x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
     if x2.shape[0] == 1: y = (W @ x2[0])[None]                     # gemv: [out, in] @ [in] -> [1, out]
-    else: y = (W @ x2.T).T                                         # gemm: [out, in] @ [in, N] -> [out, N], viewed [N, out]
+    else:
+        # gemm: [out, in] @ [in, N] -> [out, N], viewed [N, out]
+        y = (W @ x2.T).T
     return y.reshape(*x.shape[:-1], W.shape[0])
 
 def linear_torch(x, W):

@@ -8,7 +8,7 @@ Docs: https://minillama.github.io/minillama/model.html.md"""
 from __future__ import annotations
 import contextlib, warnings
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 import numpy as np
 from .core import MiniLlamaError, to_numpy
 from .embeddings import embed_np, embed_torch
@@ -57,7 +57,8 @@ class LlamaConfig:
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise MiniLlamaError(f"{source}: {n} must be a positive integer, got {v!r}")
         if self.head_dim % 2:
-            raise MiniLlamaError(f"{source}: head_dim {self.head_dim} must be a positive even number (RoPE rotates pairs)")
+            raise MiniLlamaError(f"{source}: head_dim {self.head_dim} must be a positive even number (RoPE rotates "
+                                 f"pairs)")
         if self.n_heads % self.n_kv_heads:
             raise MiniLlamaError(f"{source}: {self.n_kv_heads} key/value heads do not divide {self.n_heads} heads")
         if self.rope_layout not in ROPE_LAYOUTS:
@@ -99,7 +100,8 @@ class Weights:
     def build(cls, cfg, get: Callable) -> "Weights":
         "Weights from `get(our_name)`; with tied embeddings `output` is the very object `tok_embeddings` is."
         emb = get("tok_embeddings")
-        layers = [LayerWeights(**{k.name: get(f"layers.{i}.{k.name}") for k in fields(LayerWeights)}) for i in range(cfg.n_layers)]
+        layers = [LayerWeights(**{k.name: get(f"layers.{i}.{k.name}") for k in fields(LayerWeights)})
+                  for i in range(cfg.n_layers)]
         return cls(emb, layers, get("norm"), emb if cfg.tie_embeddings else get("output"))
 
     def map(self, f: Callable) -> "Weights":
@@ -140,7 +142,8 @@ def random_weights(cfg: LlamaConfig, seed: int = 0, scale: float = 1.0) -> Weigh
     return Weights.build(cfg, lambda n: make(n, weight_shapes(cfg)[n]))
 
 # %% ../nbs/06_model.ipynb #b01520d6
-FLOAT_TYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}  # stored float types (BF16: raw bits)
+# stored float types (BF16: raw bits)
+FLOAT_TYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 WEIGHT_TYPES: dict[str, Callable] = {}   # stored type -> make(ops, raw, type): a weight with its own .linear
 COPY_HOOKS: list[Callable] = []          # f(stored array), called once that array has been copied into a weight
 
@@ -153,24 +156,24 @@ def bf16_to_f32(a: np.ndarray) -> np.ndarray:
     "bfloat16 bits (uint16) -> float32: the top half of a float32's bits."
     return (a.astype(np.uint32) << 16).view(np.float32)
 
-class Ops:
+class Ops(Protocol):
     "The kernels a backend provides. B batch, T new positions, S positions so far, D width, hd head size, V vocab."
     name: str
-    def weight(self, a, dtype="F32"): "stored numpy array (FLOAT_TYPES or WEIGHT_TYPES) -> weight"; raise NotImplementedError
-    def ids(self, ids):               "int64 numpy [B, T] -> the backend's ids [B, T]"; raise NotImplementedError
-    def zeros(self, shape):           "zeros of `shape` in the compute dtype (the KV cache)"; raise NotImplementedError
-    def embed(self, W, ids):          "W [V, D], ids [B, T] -> x [B, T, D]"; raise NotImplementedError
-    def rmsnorm(self, x, w, eps):     "x [B, T, D], w [D] -> [B, T, D]"; raise NotImplementedError
-    def linear(self, x, W):           "x [..., n] @ W.T, W [d, n] -> [..., d]"; raise NotImplementedError
-    def heads(self, x, n):            "[B, T, n*hd] -> [B, n, T, hd]"; raise NotImplementedError
-    def merge(self, x):               "[B, H, T, hd] -> [B, T, H*hd]"; raise NotImplementedError
-    def rope_tables(self, cos, sin):  "float32 numpy [T, hd/2] each -> the backend's"; raise NotImplementedError
-    def rope(self, x, cos, sin, layout): "x [B, n, T, hd] rotated by position -> [B, n, T, hd]"; raise NotImplementedError
-    def attention(self, q, k, v):     "causal; q [B, H, T, hd], k, v [B, KV, S, hd] -> [B, H, T, hd]"; raise NotImplementedError
-    def swiglu(self, x, w_gate, w_up, w_down): "x [B, T, D]; w_gate, w_up [F, D]; w_down [D, F] -> [B, T, D]"; raise NotImplementedError
-    def last(self, x):                "[B, T, D] -> [B, 1, D]"; raise NotImplementedError
-    def numpy(self, x):               "the backend's array -> numpy"; raise NotImplementedError
-    def context(self):                "context manager around a forward pass"; raise NotImplementedError
+    def weight(self, a, dtype="F32"): "stored numpy array (FLOAT_TYPES or WEIGHT_TYPES) -> weight"
+    def ids(self, ids):               "int64 numpy [B, T] -> the backend's ids [B, T]"
+    def zeros(self, shape):           "zeros of `shape` in the compute dtype (the KV cache)"
+    def embed(self, W, ids):          "W [V, D], ids [B, T] -> x [B, T, D]"
+    def rmsnorm(self, x, w, eps):     "x [B, T, D], w [D] -> [B, T, D]"
+    def linear(self, x, W):           "x [..., n] @ W.T, W [d, n] -> [..., d]"
+    def heads(self, x, n):            "[B, T, n*hd] -> [B, n, T, hd]"
+    def merge(self, x):               "[B, H, T, hd] -> [B, T, H*hd]"
+    def rope_tables(self, cos, sin):  "float32 numpy [T, hd/2] each -> the backend's"
+    def rope(self, x, cos, sin, layout): "x [B, n, T, hd] rotated by position -> [B, n, T, hd]"
+    def attention(self, q, k, v):     "causal; q [B, H, T, hd], k, v [B, KV, S, hd] -> [B, H, T, hd]"
+    def swiglu(self, x, w_gate, w_up, w_down): "x [B, T, D]; w_gate, w_up [F, D]; w_down [D, F] -> [B, T, D]"
+    def last(self, x):                "[B, T, D] -> [B, 1, D]"
+    def numpy(self, x):               "the backend's array -> numpy"
+    def context(self):                "context manager around a forward pass"
 
 def _check_weight_type(dtype: str):
     if dtype not in FLOAT_TYPES and dtype not in WEIGHT_TYPES:
@@ -182,8 +185,10 @@ class NumpyOps(Ops):
     name, device = "numpy", "cpu"
 
     def __init__(self, device: str | None = None, dtype: str | None = None):
-        if device not in (None, "cpu"): raise MiniLlamaError(f"device {device!r}: the numpy backend runs on the CPU only")
-        if dtype not in (None, "float32"): raise MiniLlamaError(f"dtype {dtype!r}: the numpy backend computes in float32")
+        if device not in (None, "cpu"):
+            raise MiniLlamaError(f"device {device!r}: the numpy backend runs on the CPU only")
+        if dtype not in (None, "float32"):
+            raise MiniLlamaError(f"dtype {dtype!r}: the numpy backend computes in float32")
         self.dtype = np.float32
 
     def weight(self, a: np.ndarray, dtype: str = "F32"):
@@ -209,7 +214,8 @@ class NumpyOps(Ops):
     def context(self):             return contextlib.nullcontext()
 
 # %% ../nbs/06_model.ipynb #1906a505
-_TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp16": "float16", "bf16": "bfloat16"}
+_TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp16": "float16",
+                 "bf16": "bfloat16"}
 
 class TorchOps(Ops):
     "torch kernels: CUDA when available (or asked for), else the CPU. float32 by default; float16/bfloat16 on request."
@@ -218,11 +224,14 @@ class TorchOps(Ops):
     def __init__(self, device: str | None = None, dtype: str | None = None):
         if not torch.available: raise MiniLlamaError("backend 'torch': torch is not installed (pip install torch)")
         try: self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except (RuntimeError, TypeError) as e: raise MiniLlamaError(f"device {device!r}: not a torch device ({e})") from None
+        except (RuntimeError, TypeError) as e:
+            raise MiniLlamaError(f"device {device!r}: not a torch device ({e})") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MiniLlamaError(f"device {device!r}: CUDA is not available on this machine")
-        if self.device.type not in ("cpu", "cuda"): raise MiniLlamaError(f"device {device!r}: only cpu and cuda are supported")
-        if dtype not in (None, *_TORCH_DTYPES): raise MiniLlamaError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
+        if self.device.type not in ("cpu", "cuda"):
+            raise MiniLlamaError(f"device {device!r}: only cpu and cuda are supported")
+        if dtype not in (None, *_TORCH_DTYPES):
+            raise MiniLlamaError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
         self.dtype = getattr(torch, _TORCH_DTYPES[dtype or "float32"])
 
     def weight(self, a: np.ndarray, dtype: str = "F32"):
@@ -245,14 +254,16 @@ class TorchOps(Ops):
     def merge(self, x):            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
     def rope_tables(self, cos, sin):
         return tuple(torch.from_numpy(t).to(self.device, self.dtype) for t in (cos, sin))
-    def rope(self, x, cos, sin, layout): return (rope_half_torch if layout == "half" else rope_interleaved_torch)(x, cos, sin)
+    def rope(self, x, cos, sin, layout):
+        return (rope_half_torch if layout == "half" else rope_interleaved_torch)(x, cos, sin)
     def swiglu(self, x, w_gate, w_up, w_down): return swiglu_torch(x, w_gate, w_up, w_down)
     def last(self, x):             return x[:, -1:]
     def numpy(self, x):            return to_numpy(x)
     def context(self):             return torch.inference_mode()
 
     def attention(self, q, k, v):
-        "torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new token)."
+        """torch's fused scaled_dot_product_attention where its causal mask fits (a prompt from position 0, or one new
+        token)."""
         T, S = q.shape[2], k.shape[2]
         if T == S or T == 1:
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
@@ -268,7 +279,8 @@ def make_ops(backend: str = "numpy", device: str | None = None, dtype: str | Non
 # %% ../nbs/06_model.ipynb #8100b9c7
 def block(o: Ops, c: LlamaConfig, L: LayerWeights, x, cos, sin, cache: KVCache | None = None, i: int = 0,
           start_pos: int = 0):
-    "One transformer block (Meta's TransformerBlock): x [B, T, D] -> [B, T, D]; layer i's keys and values go to `cache`."
+    """One transformer block (Meta's TransformerBlock): x [B, T, D] -> [B, T, D]; layer i's keys and values go to
+    `cache`."""
     h = o.rmsnorm(x, L.attn_norm, c.norm_eps)                        # [B, T, D]
     q = o.heads(o.linear(h, L.wq), c.n_heads)                        # [B, T, H*hd] -> [B, H, T, hd]
     k = o.heads(o.linear(h, L.wk), c.n_kv_heads)                     # [B, KV, T, hd]
@@ -311,7 +323,8 @@ class Llama:
             raise MiniLlamaError(f"{what}: expected shape (T,) or (B, T) with T >= 1, got {a.shape}")
         a = a.astype(np.int64).reshape(-1, a.shape[-1])
         bad = a[(a < 0) | (a >= self.cfg.vocab_size)]
-        if bad.size: raise MiniLlamaError(f"{what}: token id {bad[0]} is outside the vocabulary [0, {self.cfg.vocab_size})")
+        if bad.size:
+            raise MiniLlamaError(f"{what}: token id {bad[0]} is outside the vocabulary [0, {self.cfg.vocab_size})")
         if start_pos < 0 or start_pos + a.shape[1] > self.cfg.max_seq_len:
             raise MiniLlamaError(f"{what}: positions {start_pos}..{start_pos + a.shape[1] - 1} exceed the model's "
                                  f"context of {self.cfg.max_seq_len} tokens")

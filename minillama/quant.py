@@ -26,7 +26,8 @@ def round_away(x: np.ndarray) -> np.ndarray:
 
 def _blocks(x: np.ndarray, what: str, n: int = QK) -> np.ndarray:
     x = np.asarray(x, np.float32)
-    if x.shape[-1] % n: raise MiniLlamaError(f"{what}: row length {x.shape[-1]} is not a multiple of the block size {n}")
+    if x.shape[-1] % n:
+        raise MiniLlamaError(f"{what}: row length {x.shape[-1]} is not a multiple of the block size {n}")
     if not np.isfinite(x).all(): raise MiniLlamaError(f"{what}: contains inf or NaN, which cannot be quantized")
     return x.reshape(-1, n)
 
@@ -56,10 +57,12 @@ QUANTIZERS = {"Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0}
 def _f16(b, i): return b[:, i:i + 2].copy().view(np.float16).astype(np.float32)       # [blocks, 1]
 
 def _codes(b, lo, hi=None):
-    "4- or 5-bit codes of 32-blocks as uint8 [blocks, 32]: the low nibbles of bytes lo:lo+16, then their high nibbles; plus 16 x the bits of the 4 bytes at `hi` (weight j's bit is bit j)."
+    """4- or 5-bit codes of 32-blocks as uint8 [blocks, 32]: the low nibbles of bytes lo:lo+16, then their high nibbles;
+    plus 16 x the bits of the 4 bytes at `hi` (weight j's bit is bit j)."""
     qs = b[:, lo:lo + 16]
     c = np.concatenate([qs & 0xF, qs >> 4], axis=1)
-    if hi is not None: c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+    if hi is not None:
+        c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
     return c
 
 def _deq_q8_0(b): return _f16(b, 0) * b[:, 2:].view(np.int8).astype(np.float32)
@@ -76,12 +79,14 @@ def _scale_min_k4(s):
     return sc.astype(np.float32), mn.astype(np.float32)
 
 def _k_codes(b, qh: bool = False):
-    "Q4_K (or Q5_K with qh) blocks -> codes uint8 [blocks, 256], scale d·sc and offset −dmin·m [blocks, 8], one per sub-block of 32."
+    """Q4_K (or Q5_K with qh) blocks -> codes uint8 [blocks, 256], scale d·sc and offset −dmin·m [blocks, 8], one per
+    sub-block of 32."""
     d, dmin = _f16(b, 0), _f16(b, 2)
     sc, mn = _scale_min_k4(b[:, 4:16])                                 # [blocks, 8]
     qs = (b[:, 48:176] if qh else b[:, 16:144]).reshape(-1, 4, 32)     # 4 chunks of 32 bytes = 8 sub-blocks of 32
     q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)      # sub-block 2c: low nibbles, 2c+1: high
-    if qh: q = q + (((b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)   # bit k: sub-block k
+    if qh:
+        q = q + (((b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)   # bit k: sub-block k
     return q.reshape(-1, 256), d * sc, -(dmin * mn)
 
 def _deq_k(b, qh: bool = False):
@@ -105,7 +110,8 @@ DEQUANTIZERS = {"Q8_0": _deq_q8_0, "Q4_0": _deq_q4_0, "Q4_1": _deq_q4_1, "Q5_0":
 
 def dequantize(raw: np.ndarray, qtype: str) -> np.ndarray:
     "Quantized rows [rows, row bytes] of `qtype` -> float32 [rows, row length]."
-    if qtype not in DEQUANTIZERS: raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
+    if qtype not in DEQUANTIZERS:
+        raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
     n, nb = BLOCKS[qtype]
     raw = np.asarray(raw, np.uint8)
     rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw[None]
@@ -136,7 +142,8 @@ def quantize_q4_k(x: np.ndarray, what: str = "tensor") -> np.ndarray:
         S = (d.astype(np.float32) * sc)[:, :, None]                     # the scales the reader will use
         M = (dmin.astype(np.float32) * mn)[:, :, None]
         q = np.where(S > 0, np.clip(round_away((b + M) / S), 0, 15), 0).astype(np.uint8)   # [sb, 8, 32]
-    packed = np.empty((len(b), 12), np.uint8)                          # 6-bit scales and mins, as _scale_min_k4 reads them
+    # 6-bit scales and mins, as _scale_min_k4 reads them
+    packed = np.empty((len(b), 12), np.uint8)
     packed[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
     packed[:, 4:8] = (mn[:, :4] & 63) | ((mn[:, 4:] >> 4) << 6)
     packed[:, 8:12] = (sc[:, 4:] & 0xF) | ((mn[:, 4:] & 0xF) << 4)

@@ -19,17 +19,21 @@ __all__ = ['AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'TorchQuantWeig
 _NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
 
 def _scaled_codes(b: np.ndarray, qtype: str):
-    "Q4_0, Q4_1, Q8_0 blocks -> (scale·code [blocks, 32], offset [blocks, 1] or None); 4-bit codes in nibble order 0,16,1,17,.."
+    """Q4_0, Q4_1, Q8_0 blocks -> (scale·code [blocks, 32], offset [blocks, 1] or None); 4-bit codes in nibble order
+    0,16,1,17,.."""
     d = _f16(b, 0)                                                    # [blocks, 1]
     if qtype == "Q8_0": v = b[:, 2:].view(np.int8).astype(np.float32)
-    else: v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)  # a lookup per byte
+    else:
+        # a lookup per byte
+        v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)
     v *= d
     return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
 
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
     def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 18):
-        if qtype not in DEQUANTIZERS: raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
+        if qtype not in DEQUANTIZERS:
+            raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
         n, nb = BLOCKS[qtype]
         self.raw, self.qtype = raw, qtype                                 # [out, row bytes] uint8
         self.shape = (raw.shape[0], raw.shape[1] // nb * n)
@@ -49,7 +53,8 @@ class QuantWeight:
         fast = self.qtype in ("Q4_0", "Q4_1", "Q8_0")
         if fast:                                                          # w = scale·code + offset, per block of 32:
             xb = x2.reshape(M, K // 32, 32)
-            bsum = xb.sum(-1)                                             # [M, K/32] the offset multiplies x's block sums
+            # [M, K/32] the offset multiplies x's block sums
+            bsum = xb.sum(-1)
             if self.qtype != "Q8_0": x2 = xb.reshape(M, -1, 2, 16).transpose(0, 1, 3, 2).reshape(M, K)   # nibble order
         for r in range(0, self.shape[0], self.chunk):
             raw = self.raw[r:r + self.chunk]                              # [chunk, row bytes]
@@ -77,7 +82,8 @@ AFFINE = {   # blocks [n, bytes] -> (codes uint8 [n, block], scale [n, block/32]
 CODE_BITS = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q8_0": 8}
 
 def affine_codes(raw: np.ndarray, qtype: str):
-    "Quantized rows [N, row bytes] -> codes uint8 [N, K], scale and offset float32 [N, K/32]: w = offset + scale * code."
+    """Quantized rows [N, row bytes] -> codes uint8 [N, K], scale and offset float32 [N, K/32]: w = offset + scale *
+    code."""
     n, nb = BLOCKS[qtype]
     c, s, o = AFFINE[qtype](np.asarray(raw, np.uint8).reshape(-1, nb))
     N = raw.shape[0]

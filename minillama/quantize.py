@@ -21,7 +21,8 @@ __all__ = ['quantize_gguf', 'entropy_bits', 'huffman_bits']
 
 # %% ../nbs/17_quantize.ipynb #0bb497e5
 def quantize_gguf(src, dst, qtype: str = "q8_0", progress: bool = True):
-    "GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0, Q4_0, Q5_0 or Q4_K (rows not a multiple of 256: Q5_0); norms stay F32."
+    """GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0, Q4_0, Q5_0 or Q4_K (rows not a
+    multiple of 256: Q5_0); norms stay F32."""
     qt = qtype.upper()
     if qt not in QUANTIZERS: raise MiniLlamaError(f"type {qtype!r}: choose one of {', '.join(QUANTIZERS).lower()}")
     src, dst = Path(src), Path(dst)
@@ -52,6 +53,7 @@ def huffman_bits(counts: np.ndarray) -> float:
     c = [int(x) for x in counts if x > 0]
     if len(c) == 1: return 1.0
     heap = list(c); heapq.heapify(heap); total = 0
-    while len(heap) > 1:                                               # each merge adds one bit to every symbol below it
+    # each merge adds one bit to every symbol below it
+    while len(heap) > 1:
         a, b = heapq.heappop(heap), heapq.heappop(heap); total += a + b; heapq.heappush(heap, a + b)
     return total / sum(c)

@@ -31,9 +31,12 @@ def kv_cache_bytes(cfg: LlamaConfig, positions: int | None = None, bytes_per: in
     return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * (positions or cfg.max_seq_len) * bytes_per * batch
 
 LLAMA2_SIZES = {   # the published Llama 2 shapes (Meta's params.json), 4096-token context
-    "7B":  LlamaConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, vocab_size=32000, hidden_dim=11008, max_seq_len=4096),
-    "13B": LlamaConfig(dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, vocab_size=32000, hidden_dim=13824, max_seq_len=4096),
-    "70B": LlamaConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, vocab_size=32000, hidden_dim=28672, max_seq_len=4096),
+    "7B":  LlamaConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, vocab_size=32000, hidden_dim=11008,
+                       max_seq_len=4096),
+    "13B": LlamaConfig(dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, vocab_size=32000, hidden_dim=13824,
+                       max_seq_len=4096),
+    "70B": LlamaConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, vocab_size=32000, hidden_dim=28672,
+                       max_seq_len=4096),
 }
 
 # %% ../nbs/19_stream.ipynb #12d330a6
@@ -50,7 +53,8 @@ class Span:
 _ALIGN = 64                                  # each tensor starts 64-byte aligned in the buffer
 
 def _aligned(n: int) -> int: return -(-n // _ALIGN) * _ALIGN
-def _unit_bytes(unit: list) -> int: return sum(_aligned(s.nbytes) for s in unit)   # a unit's tensors, laid out in a buffer
+# a unit's tensors, laid out in a buffer
+def _unit_bytes(unit: list) -> int: return sum(_aligned(s.nbytes) for s in unit)
 
 def read_into(fd: int, buf: np.ndarray, offset: int, path) -> None:
     "Fill `buf` (uint8) with the file's bytes at `offset`; MiniLlamaError naming `path` if the file ends first."
@@ -211,11 +215,12 @@ def _row_chunks(s: Span, max_bytes: int) -> list[Span]:
     "Split a matrix span into row ranges of at most `max_bytes` each."
     rows, row_bytes = s.shape[0], s.nbytes // s.shape[0]
     step = max(1, max_bytes // row_bytes)
-    return [Span(s.key, s.path, s.offset + r * row_bytes, min(step, rows - r) * row_bytes, (min(step, rows - r), *s.shape[1:]), s.type)
-            for r in range(0, rows, step)]
+    return [Span(s.key, s.path, s.offset + r * row_bytes, n * row_bytes, (n, *s.shape[1:]), s.type)
+            for r in range(0, rows, step) for n in [min(step, rows - r)]]
 
 def stream_units(path) -> tuple[LlamaConfig, list, list, Span, Span, np.ndarray | None]:
-    "(config, layer units, output-chunk units, embedding span, final-norm span, RoPE inv_freq or None) for a .gguf file or checkpoint."
+    """(config, layer units, output-chunk units, embedding span, final-norm span, RoPE inv_freq or None) for a .gguf
+    file or checkpoint."""
     path = Path(path)
     if not path.exists(): raise MiniLlamaError(f"{path}: no such file or directory")
     cfg, span, inv_freq = (_gguf_spans if path.suffix == ".gguf" else _checkpoint_spans)(path)
@@ -234,7 +239,8 @@ class StreamedLayers:
 
 class StreamedOutput:
     "The output matrix [V, D] in row chunks: `linear(x)` takes them from the current pass (or starts one)."
-    def __init__(self, streamer: LayerStreamer, n_layers: int, shape: tuple): self.s, self.n, self.shape = streamer, n_layers, shape
+    def __init__(self, streamer: LayerStreamer, n_layers: int, shape: tuple):
+        self.s, self.n, self.shape = streamer, n_layers, shape
     def linear(self, x):
         chunks = range(self.n, len(self.s.units))                                         # the units after the layers
         p = self.s.current
@@ -261,7 +267,8 @@ class DiskRows:
 # %% ../nbs/19_stream.ipynb #7c630573
 def stream_model(path, ops, prefetch: bool | None = None, memory_budget: int | None = None,
                  drop_cache: bool = True) -> Llama:
-    "A model on `ops` that keeps its layers on disk and reads them as the forward pass needs them (GGUF file or checkpoint)."
+    """A model on `ops` that keeps its layers on disk and reads them as the forward pass needs them (GGUF file or
+    checkpoint)."""
     cfg, layers, head, emb, norm, inv_freq = stream_units(path)
     unit = max(map(_unit_bytes, layers + head))
     if memory_budget is not None:
@@ -282,7 +289,8 @@ def stream_model(path, ops, prefetch: bool | None = None, memory_budget: int | N
 
 register_loader("streamed model", lambda p, stream: stream, stream_model)
 
-def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None, **options) -> Llama:
+def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype: str | None = None,
+                  **options) -> Llama:
     "`load(path, backend, device, dtype, stream=True, **options)`: prefetch, memory_budget, drop_cache."
     return stream_model(path, make_ops(backend, device, dtype), **options)
 
@@ -293,12 +301,14 @@ def streamer(self: Llama):
 
 # %% ../nbs/19_stream.ipynb #e785bc14
 def shard_layers(src, dst, progress: bool = True) -> Path:
-    "A Hugging Face checkpoint -> directory `dst` with one safetensors file per layer (BF16 written as F32), the index, config.json and tokenizer.model; built under a temporary name, renamed when complete."
+    """A Hugging Face checkpoint -> directory `dst` with one safetensors file per layer (BF16 written as F32), the
+    index, config.json and tokenizer.model; built under a temporary name, renamed when complete."""
     ck, dst = Checkpoint(src), Path(dst)
     cfg = ck.config
     if dst.exists(): raise MiniLlamaError(f"{dst}: already exists; give a new directory")
     groups = {"embed.safetensors": ["tok_embeddings"]}
-    groups.update({f"layer-{i:03d}.safetensors": [f"layers.{i}.{k.name}" for k in fields(LayerWeights)] for i in range(cfg.n_layers)})
+    groups.update({f"layer-{i:03d}.safetensors": [f"layers.{i}.{k.name}" for k in fields(LayerWeights)]
+                   for i in range(cfg.n_layers)})
     groups["head.safetensors"] = ["norm"] + ([] if cfg.tie_embeddings else ["output"])
     as_f32 = make_ops("numpy").weight
     tmp = dst.with_name(dst.name + ".tmp")
@@ -310,7 +320,8 @@ def shard_layers(src, dst, progress: bool = True) -> Path:
             arrays = {hf_name(k): ck.get(k) for k in keys}                    # name -> (array, dtype)
             save_safetensors(tmp / fn, {n: (as_f32(a, dt) if dt == "BF16" else a) for n, (a, dt) in arrays.items()})
             weight_map.update(dict.fromkeys(arrays, fn))
-        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map},
+                                                                     indent=1))
         for f in ("config.json", "tokenizer.model"):
             if (ck.dir / f).is_file(): shutil.copy(ck.dir / f, tmp / f)
         os.replace(tmp, dst)
@@ -350,7 +361,8 @@ print(json.dumps(dict(peak_rss=peak_rss(), prefill_s=t_prefill, step_s=times, ba
 def stream_probe(path, backend: str = "numpy", mode: str = "stream", prefetch: bool = True, batch: int = 1,
                  steps: int = 3, logits_out=None) -> dict:
     "Run `path` in a fresh process (streamed or in memory), page cache evicted before every pass: peak RSS and times."
-    r = subprocess.run([sys.executable, "-c", STREAM_PROBE, str(path), backend, mode, "1" if prefetch else "0", str(batch),
+    r = subprocess.run([sys.executable, "-c", STREAM_PROBE, str(path), backend, mode, "1" if prefetch else "0",
+                        str(batch),
                         str(steps), str(logits_out or "-")], capture_output=True, text=True)
     if r.returncode: raise MiniLlamaError(f"{path}: probe failed: {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -371,5 +383,6 @@ def disk_read_bandwidth(path, chunk: int = 1 << 26, repeat: int = 3) -> float:
 
 def big_random_gguf(path, dim=1536, n_layers=14, hidden_dim=4096, vocab_size=32000, seed=0) -> Path:
     "A random float32 Llama GGUF (default 1.8 GB: 14 layers of 100 MB) for the memory proof."
-    return write_random_gguf(path, LlamaConfig(dim=dim, n_layers=n_layers, n_heads=dim // 128, n_kv_heads=max(1, dim // 512),
+    return write_random_gguf(path, LlamaConfig(dim=dim, n_layers=n_layers, n_heads=dim // 128,
+                                               n_kv_heads=max(1, dim // 512),
                                                vocab_size=vocab_size, hidden_dim=hidden_dim, max_seq_len=256), seed)

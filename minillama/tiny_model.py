@@ -23,7 +23,8 @@ def shipped_model() -> Path:
 
 # %% ../nbs/10_tiny_model.ipynb #070f4bde
 def perplexity(model, ids, ctx: int = 256) -> float:
-    "exp(mean negative log-likelihood) of `ids` [N], in windows of `ctx` tokens (the first token of each is not scored)."
+    """exp(mean negative log-likelihood) of `ids` [N], in windows of `ctx` tokens (the first token of each is not
+    scored)."""
     ids = np.asarray(ids)
     nll, n = 0.0, 0
     for s in range(0, len(ids) - ctx - 1, ctx):

@@ -29,7 +29,8 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         if shift >= 64: raise WireError(f"varint longer than 10 bytes at byte {pos}")
 
 def read_fields(buf: bytes):
-    "Yield (field_number, wire_type, value) for each field of a message: ints for varint/fixed, bytes for length-delimited."
+    """Yield (field_number, wire_type, value) for each field of a message: ints for varint/fixed, bytes for
+    length-delimited."""
     pos = 0
     while pos < len(buf):
         key, pos = read_varint(buf, pos)
@@ -50,7 +51,8 @@ def read_fields(buf: bytes):
 
 # %% ../nbs/01_tokenizer.ipynb #ad18bc60
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-PIECE_TYPES = {NORMAL: "normal", UNKNOWN: "unknown", CONTROL: "control", USER_DEFINED: "user-defined", UNUSED: "unused", BYTE: "byte"}
+PIECE_TYPES = {NORMAL: "normal", UNKNOWN: "unknown", CONTROL: "control", USER_DEFINED: "user-defined", UNUSED: "unused",
+               BYTE: "byte"}
 SPACE = "\u2581"                                      # ▁, SentencePiece's visible space
 
 def _signed(v: int) -> int: return v - (1 << 64) if v >= 1 << 63 else v    # int32 fields are sign-extended varints
@@ -66,7 +68,8 @@ def parse_model_proto(buf: bytes) -> dict:
                 elif g == 2 and wt2 == 5: p["score"] = struct.unpack("<f", w)[0]
                 elif g == 3 and wt2 == 0: p["type"] = w
             if p["piece"] is None: raise WireError(f"piece {len(pieces)} has no text")
-            if p["type"] not in PIECE_TYPES: raise WireError(f"piece {len(pieces)} ({p['piece']!r}) has unknown type {p['type']}")
+            if p["type"] not in PIECE_TYPES:
+                raise WireError(f"piece {len(pieces)} ({p['piece']!r}) has unknown type {p['type']}")
             pieces.append(p)
         elif f == 2 and wt == 2:
             for g, wt2, w in read_fields(v):
@@ -77,17 +80,21 @@ def parse_model_proto(buf: bytes) -> dict:
                 if wt2 == 0 and g in (3, 4, 5): norm[g] = bool(w)
                 elif wt2 == 2 and g in (1, 2): norm[g] = w
     return dict(pieces=pieces, model_type=trainer.get(3, 1), byte_fallback=bool(trainer.get(35, 0)),
-                unk_id=trainer.get(40, 0), bos_id=trainer.get(41, 1), eos_id=trainer.get(42, 2), pad_id=trainer.get(43, -1),
+                unk_id=trainer.get(40, 0), bos_id=trainer.get(41, 1), eos_id=trainer.get(42, 2),
+                pad_id=trainer.get(43, -1),
                 unk_surface=trainer.get(44, " \u2047 "), normalizer=norm.get(1, b"").decode("utf-8", "replace"),
-                charsmap=norm.get(2, b""), add_dummy_prefix=norm.get(3, True), remove_extra_whitespaces=norm.get(4, True),
+                charsmap=norm.get(2, b""), add_dummy_prefix=norm.get(3, True),
+                remove_extra_whitespaces=norm.get(4, True),
                 escape_whitespaces=norm.get(5, True))
 
 # %% ../nbs/01_tokenizer.ipynb #bc992cc9
 TOKENIZER_READERS: dict = {}    # file suffix -> read(path) -> Tokenizer; the GGUF chapter adds '.gguf'
 
 class Tokenizer:
-    "A SentencePiece BPE tokenizer: `encode(text) -> ids`, `decode(ids) -> text`, identical to the sentencepiece library."
-    def __init__(self, pieces: list[str], scores: list[float], types: list[int], unk_id: int = 0, bos_id: int | None = 1,
+    """A SentencePiece BPE tokenizer: `encode(text) -> ids`, `decode(ids) -> text`, identical to the sentencepiece
+    library."""
+    def __init__(self, pieces: list[str], scores: list[float], types: list[int], unk_id: int = 0,
+                 bos_id: int | None = 1,
                  eos_id: int | None = 2, byte_fallback: bool = True, add_dummy_prefix: bool = True,
                  remove_extra_whitespaces: bool = False, escape_whitespaces: bool = True, unk_surface: str = " \u2047 ",
                  source: str = "tokenizer"):
@@ -103,7 +110,8 @@ class Tokenizer:
         self.bos_id = bos_id if bos_id is not None and 0 <= bos_id < n else None
         self.eos_id = eos_id if eos_id is not None and 0 <= eos_id < n else None
         self.byte_fallback, self.add_dummy_prefix = byte_fallback, add_dummy_prefix
-        self.remove_extra_whitespaces, self.escape_whitespaces, self.unk_surface = remove_extra_whitespaces, escape_whitespaces, unk_surface
+        self.remove_extra_whitespaces, self.escape_whitespaces = remove_extra_whitespaces, escape_whitespaces
+        self.unk_surface = unk_surface
         self.piece_id = {}                                         # normal, user-defined, unused: merge candidates
         self.reserved_id = {}                                      # unknown, control, byte: looked up, never merged
         for i, (p, t) in enumerate(zip(pieces, types)):
@@ -129,13 +137,17 @@ class Tokenizer:
         if not p.is_file(): raise MiniLlamaError(f"{p}: no such file")
         if p.suffix in TOKENIZER_READERS: return TOKENIZER_READERS[p.suffix](p)
         try: m = parse_model_proto(p.read_bytes())
-        except (WireError, UnicodeDecodeError, struct.error) as e: raise MiniLlamaError(f"{p}: not a SentencePiece model ({e})") from None
+        except (WireError, UnicodeDecodeError, struct.error) as e:
+            raise MiniLlamaError(f"{p}: not a SentencePiece model ({e})") from None
         if not m["pieces"]: raise MiniLlamaError(f"{p}: not a SentencePiece model (no pieces)")
-        if m["model_type"] != 2: raise MiniLlamaError(f"{p}: model_type {m['model_type']} is not BPE (2); only BPE models are supported")
+        if m["model_type"] != 2:
+            raise MiniLlamaError(f"{p}: model_type {m['model_type']} is not BPE (2); only BPE models are supported")
         if m["charsmap"] and m["normalizer"] != "identity":
-            raise MiniLlamaError(f"{p}: normalizer {m['normalizer']!r} rewrites text with a precompiled map; only 'identity' "
+            raise MiniLlamaError(f"{p}: normalizer {m['normalizer']!r} rewrites text with a precompiled map; only "
+                                 f"'identity' "
                                  "(Llama's) is supported")
-        return cls([x["piece"] for x in m["pieces"]], [x["score"] for x in m["pieces"]], [x["type"] for x in m["pieces"]],
+        return cls([x["piece"] for x in m["pieces"]], [x["score"] for x in m["pieces"]],
+                   [x["type"] for x in m["pieces"]],
                    m["unk_id"], m["bos_id"], m["eos_id"], m["byte_fallback"], m["add_dummy_prefix"],
                    m["remove_extra_whitespaces"], m["escape_whitespaces"], m["unk_surface"], source=str(p))
 
@@ -143,7 +155,8 @@ class Tokenizer:
     def vocab_size(self) -> int: return len(self.pieces)
 
     def normalize(self, text: str) -> str:
-        "Identity normalization: spaces as ▁ and the dummy prefix; with remove_extra_whitespaces, SentencePiece's clean-up."
+        """Identity normalization: spaces as ▁ and the dummy prefix; with remove_extra_whitespaces, SentencePiece's
+        clean-up."""
         if not text: return ""
         ws = SPACE if self.escape_whitespaces else " "
         if self.remove_extra_whitespaces:
@@ -221,14 +234,16 @@ class Tokenizer:
                 ids.extend(w)
         else:
             ids = self._ids(self._bpe(s)) if s else []
-        return ([self.bos_id] if bos and self.bos_id is not None else []) + ids + ([self.eos_id] if eos and self.eos_id is not None else [])
+        head = [self.bos_id] if bos and self.bos_id is not None else []
+        return head + ids + ([self.eos_id] if eos and self.eos_id is not None else [])
 
     def decode(self, ids) -> str:
         "Token ids -> text, as SentencePieceProcessor.decode (control pieces vanish, bytes are reassembled as UTF-8)."
         out, pending, is_bos_ws, bos_ws_seen = [], bytearray(), True, False
         for i in ids:
             i = int(i)
-            if not 0 <= i < len(self.pieces): raise MiniLlamaError(f"decode: id {i} is outside the vocabulary [0, {len(self.pieces)})")
+            if not 0 <= i < len(self.pieces):
+                raise MiniLlamaError(f"decode: id {i} is outside the vocabulary [0, {len(self.pieces)})")
             t, p = self.types[i], self.pieces[i]
             if t == BYTE: pending.append(int(p[3:5], 16)); continue
             out.append(_bytes_to_text(pending)); pending.clear()
@@ -249,7 +264,8 @@ def _bytes_to_text(b: bytes) -> str:
     out, k = [], 0
     while k < len(b):
         lead = b[k]
-        n = 1 if lead < 0x80 else 2 if 0xC2 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if 0xF0 <= lead < 0xF5 else 0
+        n = (1 if lead < 0x80 else 2 if 0xC2 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else
+             4 if 0xF0 <= lead < 0xF5 else 0)                         # bytes in the character this lead byte starts
         try:
             if n == 0: raise UnicodeDecodeError("utf-8", b, k, k + 1, "invalid lead byte")
             out.append(bytes(b[k:k + n]).decode("utf-8")); k += n

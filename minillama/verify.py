@@ -62,20 +62,23 @@ def trace_transformers(hf, ids) -> dict:
     hooks += [L.register_forward_hook(hook(f"block.{i}")) for i, L in enumerate(hf.model.layers)]
     hooks.append(hf.model.norm.register_forward_hook(hook("norm")))
     try:
-        with torch.no_grad(): out["logits"] = to_numpy(hf(torch.as_tensor(np.atleast_2d(ids))).logits).astype(np.float32)
+        with torch.no_grad():
+            out["logits"] = to_numpy(hf(torch.as_tensor(np.atleast_2d(ids))).logits).astype(np.float32)
     finally:
         for h in hooks: h.remove()
     return out
 
 def verify(model_dir, ids=None, n_tokens: int = 24, n_generate: int = 16, seed: int = 0, device: str | None = None,
            report=print) -> dict:
-    "Compare numpy, torch and transformers on `model_dir`, stage by stage; returns the logits comparisons and greedy ids."
+    """Compare numpy, torch and transformers on `model_dir`, stage by stage; returns the logits comparisons and greedy
+    ids."""
     import torch
     from transformers import LlamaForCausalLM
     models = {"numpy": load(model_dir, "numpy"), "torch": load(model_dir, "torch", device=device)}
     cfg = models["numpy"].cfg
     try: hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    except Exception as e: raise MiniLlamaError(f"{model_dir}: transformers could not load it ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise MiniLlamaError(f"{model_dir}: transformers could not load it ({type(e).__name__}: {e})") from None
     if ids is None: ids = np.random.default_rng(seed).integers(0, cfg.vocab_size, size=n_tokens)
     ids = models["numpy"].check_ids(ids)                                       # [B, T]
     traces = {"hf": trace_transformers(hf, ids), **{k: trace_minillama(m, ids) for k, m in models.items()}}
