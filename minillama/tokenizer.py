@@ -8,6 +8,7 @@ Docs: https://minillama.github.io/minillama/tokenizer.html.md"""
 from __future__ import annotations
 import heapq, re, struct
 from pathlib import Path
+from fastcore.basics import patch
 from .core import MiniLlamaError
 
 # %% auto #0
@@ -87,7 +88,7 @@ def parse_model_proto(buf: bytes) -> dict:
                 remove_extra_whitespaces=norm.get(4, True),
                 escape_whitespaces=norm.get(5, True))
 
-# %% ../nbs/01_tokenizer.ipynb #bc992cc9
+# %% ../nbs/01_tokenizer.ipynb #71f3d6da
 TOKENIZER_READERS: dict = {}    # file suffix -> read(path) -> Tokenizer; the GGUF chapter adds '.gguf'
 
 class Tokenizer:
@@ -154,110 +155,121 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int: return len(self.pieces)
 
-    def normalize(self, text: str) -> str:
-        """Identity normalization: spaces as ▁ and the dummy prefix; with remove_extra_whitespaces, SentencePiece's
-        clean-up."""
+# %% ../nbs/01_tokenizer.ipynb #468f2ca1
+@patch
+def normalize(self: Tokenizer, text: str) -> str:
+    """Identity normalization: spaces as ▁ and the dummy prefix; with remove_extra_whitespaces, SentencePiece's
+    clean-up."""
+    if not text: return ""
+    ws = SPACE if self.escape_whitespaces else " "
+    if self.remove_extra_whitespaces:
+        text = re.sub(" {2,}", " ", text.lstrip(" "))            # leading spaces go, runs of spaces become one
         if not text: return ""
-        ws = SPACE if self.escape_whitespaces else " "
-        if self.remove_extra_whitespaces:
-            text = re.sub(" {2,}", " ", text.lstrip(" "))            # leading spaces go, runs of spaces become one
-            if not text: return ""
-        s = text.replace(" ", SPACE) if self.escape_whitespaces else text
-        if self.add_dummy_prefix: s = ws + s
-        # trailing spaces go last, after escaping: a ▁ typed in the input counts as one (the library does the same)
-        return s.rstrip(ws) if self.remove_extra_whitespaces else s
+    s = text.replace(" ", SPACE) if self.escape_whitespaces else text
+    if self.add_dummy_prefix: s = ws + s
+    # trailing spaces go last, after escaping: a ▁ typed in the input counts as one (the library does the same)
+    return s.rstrip(ws) if self.remove_extra_whitespaces else s
 
-    def _split(self, s: str) -> list[tuple[str, bool]]:
-        "Characters, with user-defined pieces matched whole: [(symbol, frozen)]."
-        out, i = [], 0
-        while i < len(s):
-            if s[i] in self.user_first:
-                m = next((u for u in self.user if s.startswith(u, i)), None)
-                if m: out.append((m, True)); i += len(m); continue
-            out.append((s[i], False)); i += 1
-        return out
+# %% ../nbs/01_tokenizer.ipynb #189932da
+@patch
+def _split(self: Tokenizer, s: str) -> list[tuple[str, bool]]:
+    "Characters, with user-defined pieces matched whole: [(symbol, frozen)]."
+    out, i = [], 0
+    while i < len(s):
+        if s[i] in self.user_first:
+            m = next((u for u in self.user if s.startswith(u, i)), None)
+            if m: out.append((m, True)); i += len(m); continue
+        out.append((s[i], False)); i += 1
+    return out
 
-    def _bpe(self, s: str) -> list[str]:
-        "Merge the symbols of `s` by piece score (priority queue over a linked list); returns the final symbols."
-        sym = self._split(s)
-        text, frozen = [t for t, _ in sym], [f for _, f in sym]
-        n = len(text)
-        prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1)); nxt[-1] = -1
-        heap, rev = [], {}
-        def push(l, r):
-            if l < 0 or r < 0 or frozen[l] or frozen[r]: return
-            merged = text[l] + text[r]
-            i = self.piece_id.get(merged)
-            if i is None: return
-            heapq.heappush(heap, (-self.scores[i], l, r, len(merged)))
-            if self.types[i] == UNUSED: rev[merged] = (text[l], text[r])
-        for k in range(n - 1): push(k, k + 1)
-        while heap:
-            _, l, r, size = heapq.heappop(heap)
-            if not text[l] or not text[r] or len(text[l]) + len(text[r]) != size or nxt[l] != r: continue   # stale
-            text[l] += text[r]; text[r] = ""
-            nxt[l] = nxt[r]
-            if nxt[r] >= 0: prev[nxt[r]] = l
-            push(prev[l], l); push(l, nxt[l])
-        out, k = [], 0
-        while k != -1:
-            out.append(text[k]); k = nxt[k]
-        def reseg(w):                                              # unused pieces split back into their halves
-            i = self.piece_id.get(w)
-            if i is not None and self.types[i] == UNUSED and w in rev: return reseg(rev[w][0]) + reseg(rev[w][1])
-            return [w]
-        return [x for w in out for x in reseg(w)] if rev else out
+@patch
+def _bpe(self: Tokenizer, s: str) -> list[str]:
+    "Merge the symbols of `s` by piece score (priority queue over a linked list); returns the final symbols."
+    sym = self._split(s)
+    text, frozen = [t for t, _ in sym], [f for _, f in sym]
+    n = len(text)
+    prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1)); nxt[-1] = -1
+    heap, rev = [], {}
+    def push(l, r):
+        if l < 0 or r < 0 or frozen[l] or frozen[r]: return
+        merged = text[l] + text[r]
+        i = self.piece_id.get(merged)
+        if i is None: return
+        heapq.heappush(heap, (-self.scores[i], l, r, len(merged)))
+        if self.types[i] == UNUSED: rev[merged] = (text[l], text[r])
+    for k in range(n - 1): push(k, k + 1)
+    while heap:
+        _, l, r, size = heapq.heappop(heap)
+        if not text[l] or not text[r] or len(text[l]) + len(text[r]) != size or nxt[l] != r: continue   # stale
+        text[l] += text[r]; text[r] = ""
+        nxt[l] = nxt[r]
+        if nxt[r] >= 0: prev[nxt[r]] = l
+        push(prev[l], l); push(l, nxt[l])
+    out, k = [], 0
+    while k != -1:
+        out.append(text[k]); k = nxt[k]
+    def reseg(w):                                              # unused pieces split back into their halves
+        i = self.piece_id.get(w)
+        if i is not None and self.types[i] == UNUSED and w in rev: return reseg(rev[w][0]) + reseg(rev[w][1])
+        return [w]
+    return [x for w in out for x in reseg(w)] if rev else out
 
-    def _ids(self, symbols: list[str]) -> list[int]:
-        "Symbols -> ids, with byte fallback (or merged <unk> runs) for symbols outside the vocabulary."
+# %% ../nbs/01_tokenizer.ipynb #63846a80
+@patch
+def _ids(self: Tokenizer, symbols: list[str]) -> list[int]:
+    "Symbols -> ids, with byte fallback (or merged <unk> runs) for symbols outside the vocabulary."
+    ids = []
+    for w in symbols:
+        i = self.piece_id.get(w, self.reserved_id.get(w))
+        if i is None or i == self.unk_id:
+            if self.byte_fallback: ids.extend(self.byte_id[b] for b in w.encode("utf-8"))
+            elif not (ids and ids[-1] == self.unk_id): ids.append(self.unk_id)
+        else: ids.append(i)
+    return ids
+
+@patch
+def encode(self: Tokenizer, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+    "Text -> token ids, as SentencePieceProcessor.encode; `bos`/`eos` add those ids."
+    if not isinstance(text, str): raise MiniLlamaError(f"encode: text must be a str, got {type(text).__name__}")
+    s = self.normalize(text)
+    if self.word_safe and self.byte_fallback:
         ids = []
-        for w in symbols:
-            i = self.piece_id.get(w, self.reserved_id.get(w))
-            if i is None or i == self.unk_id:
-                if self.byte_fallback: ids.extend(self.byte_id[b] for b in w.encode("utf-8"))
-                elif not (ids and ids[-1] == self.unk_id): ids.append(self.unk_id)
-            else: ids.append(i)
-        return ids
+        for word in re.findall(f"{SPACE}*[^{SPACE}]*", s):     # a run of ▁ and the non-▁ characters after it
+            if not word: continue
+            w = self._cache.get(word)
+            if w is None:
+                w = self._ids(self._bpe(word))
+                if len(self._cache) < self.cache_size: self._cache[word] = w
+            ids.extend(w)
+    else:
+        ids = self._ids(self._bpe(s)) if s else []
+    head = [self.bos_id] if bos and self.bos_id is not None else []
+    return head + ids + ([self.eos_id] if eos and self.eos_id is not None else [])
 
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        "Text -> token ids, as SentencePieceProcessor.encode; `bos`/`eos` add those ids."
-        if not isinstance(text, str): raise MiniLlamaError(f"encode: text must be a str, got {type(text).__name__}")
-        s = self.normalize(text)
-        if self.word_safe and self.byte_fallback:
-            ids = []
-            for word in re.findall(f"{SPACE}*[^{SPACE}]*", s):     # a run of ▁ and the non-▁ characters after it
-                if not word: continue
-                w = self._cache.get(word)
-                if w is None:
-                    w = self._ids(self._bpe(word))
-                    if len(self._cache) < self.cache_size: self._cache[word] = w
-                ids.extend(w)
-        else:
-            ids = self._ids(self._bpe(s)) if s else []
-        head = [self.bos_id] if bos and self.bos_id is not None else []
-        return head + ids + ([self.eos_id] if eos and self.eos_id is not None else [])
+# %% ../nbs/01_tokenizer.ipynb #723ba1d8
+@patch
+def decode(self: Tokenizer, ids) -> str:
+    "Token ids -> text, as SentencePieceProcessor.decode (control pieces vanish, bytes are reassembled as UTF-8)."
+    out, pending, is_bos_ws, bos_ws_seen = [], bytearray(), True, False
+    for i in ids:
+        i = int(i)
+        if not 0 <= i < len(self.pieces):
+            raise MiniLlamaError(f"decode: id {i} is outside the vocabulary [0, {len(self.pieces)})")
+        t, p = self.types[i], self.pieces[i]
+        if t == BYTE: pending.append(int(p[3:5], 16)); continue
+        out.append(_bytes_to_text(pending)); pending.clear()
+        if bos_ws_seen or any(out): is_bos_ws = False
+        bos_ws_seen = False
+        if t == CONTROL: continue
+        if t == UNKNOWN: out.append(self.unk_surface); continue
+        if is_bos_ws and (self.add_dummy_prefix or self.remove_extra_whitespaces) and p.startswith(SPACE):
+            p, bos_ws_seen = p[1:], not self.remove_extra_whitespaces
+        out.append(p.replace(SPACE, " "))
+    out.append(_bytes_to_text(pending))
+    return "".join(out)
 
-    def decode(self, ids) -> str:
-        "Token ids -> text, as SentencePieceProcessor.decode (control pieces vanish, bytes are reassembled as UTF-8)."
-        out, pending, is_bos_ws, bos_ws_seen = [], bytearray(), True, False
-        for i in ids:
-            i = int(i)
-            if not 0 <= i < len(self.pieces):
-                raise MiniLlamaError(f"decode: id {i} is outside the vocabulary [0, {len(self.pieces)})")
-            t, p = self.types[i], self.pieces[i]
-            if t == BYTE: pending.append(int(p[3:5], 16)); continue
-            out.append(_bytes_to_text(pending)); pending.clear()
-            if bos_ws_seen or any(out): is_bos_ws = False
-            bos_ws_seen = False
-            if t == CONTROL: continue
-            if t == UNKNOWN: out.append(self.unk_surface); continue
-            if is_bos_ws and (self.add_dummy_prefix or self.remove_extra_whitespaces) and p.startswith(SPACE):
-                p, bos_ws_seen = p[1:], not self.remove_extra_whitespaces
-            out.append(p.replace(SPACE, " "))
-        out.append(_bytes_to_text(pending))
-        return "".join(out)
-
-    def id_to_piece(self, i: int) -> str: return self.pieces[i]
+@patch
+def id_to_piece(self: Tokenizer, i: int) -> str: return self.pieces[i]
 
 def _bytes_to_text(b: bytes) -> str:
     "UTF-8 bytes -> text, one U+FFFD per byte that does not start a valid character (as SentencePiece does)."
