@@ -18,8 +18,9 @@ from .gguf import GGUFFile, write_gguf
 from .meta import load_meta
 
 # %% auto #0
-__all__ = ['GGUF_GLOBAL', 'GGUF_LAYER', 'gguf_name', 'config_from_gguf', 'gguf_tensor', 'gguf_inv_freq', 'load_gguf',
-           'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf']
+__all__ = ['GGUF_GLOBAL', 'GGUF_LAYER', 'GGUF_TOKENIZERS', 'gguf_name', 'config_from_gguf', 'gguf_tensor', 'gguf_inv_freq',
+           'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf',
+           'sentencepiece_from_gguf']
 
 # %% ../nbs/13_gguf_llama.ipynb #dc59f7da
 GGUF_GLOBAL = dict(tok_embeddings="token_embd.weight", norm="output_norm.weight", output="output.weight")
@@ -164,13 +165,19 @@ def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force
     return dst
 
 # %% ../nbs/13_gguf_llama.ipynb #b28ff20e
+GGUF_TOKENIZERS: dict = {}   # tokenizer.ggml.model -> read(path, metadata); the byte-level BPE chapter adds "gpt2"
+
 @patch(cls_method=True)
-def from_gguf(cls: Tokenizer, path) -> Tokenizer:
-    "The vocabulary a GGUF file carries in its tokenizer.ggml.* keys (llama.cpp's 'llama' SentencePiece model)."
+def from_gguf(cls: Tokenizer, path):
+    "The tokenizer a GGUF file carries in its tokenizer.ggml.* keys, by its tokenizer.ggml.model."
     md = GGUFFile(path).metadata
-    if md.get("tokenizer.ggml.model") != "llama":
-        raise MiniLlamaError(f"{path}: tokenizer.ggml.model is {md.get('tokenizer.ggml.model')!r}; only 'llama' "
-                             "(SentencePiece BPE) is supported")
+    kind = md.get("tokenizer.ggml.model")
+    if kind not in GGUF_TOKENIZERS:
+        raise MiniLlamaError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: {', '.join(GGUF_TOKENIZERS)}")
+    return GGUF_TOKENIZERS[kind](path, md)
+
+def sentencepiece_from_gguf(path, md: dict) -> Tokenizer:
+    "llama.cpp's 'llama' model: SentencePiece pieces, scores and types."
     keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
     for k in keys:
         if k not in md: raise MiniLlamaError(f"{path}: missing metadata {k}")
@@ -178,9 +185,10 @@ def from_gguf(cls: Tokenizer, path) -> Tokenizer:
     if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
         raise MiniLlamaError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
     types = [int(t) for t in types]
-    return cls(toks, [float(x) for x in scores], types, unk_id=md.get("tokenizer.ggml.unknown_token_id", 0),
+    return Tokenizer(toks, [float(x) for x in scores], types, unk_id=md.get("tokenizer.ggml.unknown_token_id", 0),
                bos_id=md.get("tokenizer.ggml.bos_token_id"), eos_id=md.get("tokenizer.ggml.eos_token_id"),
                byte_fallback=BYTE in types, add_dummy_prefix=md.get("tokenizer.ggml.add_space_prefix", True),
                remove_extra_whitespaces=False, source=str(path))
 
+GGUF_TOKENIZERS["llama"] = sentencepiece_from_gguf
 TOKENIZER_READERS[".gguf"] = Tokenizer.from_gguf
