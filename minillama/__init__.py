@@ -12,4 +12,5 @@ from .model import Llama, LlamaConfig
 from .generation import sample_logits
 from .checkpoint import load
 from .tokenizer import Tokenizer
-from . import gguf_llama, meta, memory, quant_kernels, quantize, flash, stream, cli   # their registrations
+from .chat import Chat
+from . import gguf_llama, meta, memory, quant_kernels, quantize, flash, stream, bpe, cli   # registrations

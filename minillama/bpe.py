@@ -10,7 +10,7 @@ import regex
 from fastcore.basics import patch
 from .core import MiniLlamaError
 from .tokenizer import TOKENIZER_READERS
-from .gguf_llama import GGUF_TOKENIZERS
+from .gguf_llama import GGUF_TOKENIZERS, VOCAB_SOURCES
 
 # %% auto #0
 __all__ = ['BYTE_CHAR', 'CHAR_BYTE', 'GPT2_SPLIT', 'LLAMA3_SPLIT', 'DIGITS', 'PRE_TOKENIZERS', 'bytes_to_unicode', 'pre_tokenize',
@@ -257,6 +257,8 @@ def bpe_gguf_metadata(tok: BPETokenizer) -> dict:
     if tok.chat_template: md["tokenizer.chat_template"] = tok.chat_template
     return md
 
+VOCAB_SOURCES["tokenizer.json"] = lambda p: bpe_gguf_metadata(bpe_from_tokenizer_json(p))    # for minillama convert
+
 # %% ../nbs/20_bpe.ipynb #ada969c7
 def train_bpe(texts, style: str = "gpt-2", vocab_size: int = 400, specials=("<|begin_of_text|>", "<|eot_id|>")):
     "A byte-level BPE trained with Hugging Face's `tokenizers` in the pre-tokenizer `style` of PRE_TOKENIZERS (tests)."
@@ -264,10 +266,11 @@ def train_bpe(texts, style: str = "gpt-2", vocab_size: int = 400, specials=("<|b
     patterns, ignore = PRE_TOKENIZERS[style]
     t = HFTokenizer(models.BPE(ignore_merges=ignore))
     bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=style != "llama-bpe")
-    t.pre_tokenizer = {"gpt-2": bl, "smollm": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                                       bl]),
-                       "llama-bpe": pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), "isolated"), bl])}[style]
+    digits, split = pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Split(Regex(LLAMA3_SPLIT), "isolated")
+    t.pre_tokenizer = {"gpt-2": bl, "smollm": pre_tokenizers.Sequence([digits, bl]),
+                       "llama-bpe": pre_tokenizers.Sequence([split, bl])}[style]
     t.decoder = decoders.ByteLevel()
-    t.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials),
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    t.train_from_iterator(texts, trainer)
     return t

@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_cli.ipynb #813cbaf3
 from __future__ import annotations
-import argparse, sys, tempfile
+import argparse, json, sys, tempfile
 from pathlib import Path
 from .core import MiniLlamaError
 from .tokenizer import Tokenizer
@@ -15,10 +15,11 @@ from .gguf import GGUFFile, ARRAY
 from .gguf_llama import convert_to_gguf
 from .quantize import quantize_gguf
 from .stream import shard_layers
+from .chat import Chat
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parse_size', 'load_with_tokenizer', 'add_generate', 'add_tokenize', 'add_convert', 'add_quantize',
-           'add_inspect', 'add_verify', 'parser', 'main']
+__all__ = ['TOKENIZER_FILES', 'COMMANDS', 'parse_size', 'load_with_tokenizer', 'add_generate', 'add_tokenize', 'add_convert',
+           'add_quantize', 'add_inspect', 'add_verify', 'add_chat', 'parser', 'main']
 
 # %% ../nbs/22_cli.ipynb #81e6618d
 def parse_size(s: str) -> int:
@@ -30,14 +31,20 @@ def parse_size(s: str) -> int:
     if not n > 0: raise argparse.ArgumentTypeError(f"{s!r}: a size must be positive")
     return int(n * mult)
 
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")      # looked for in this order beside a checkpoint
+
 def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
-    "A model directory holding config.json, *.safetensors and tokenizer.model -> (model, tokenizer)."
+    "A model (checkpoint directory, .safetensors or .gguf file) and its tokenizer -> (model, tokenizer)."
     path = Path(path)
     if not path.exists(): raise MiniLlamaError(f"{path}: no such file or directory")
-    tok_path = path if path.suffix == ".gguf" else (path if path.is_dir() else path.parent) / "tokenizer.model"
-    if not tok_path.is_file(): raise MiniLlamaError(f"{tok_path}: missing (generate needs the model's tokenizer.model)")
+    d = path if path.is_dir() else path.parent
+    tok_path = path if path.suffix == ".gguf" else next((d / f for f in TOKENIZER_FILES if (d / f).is_file()), None)
+    if tok_path is None: raise MiniLlamaError(f"{d}: no {' or '.join(TOKENIZER_FILES)} (the model's tokenizer)")
     model = load(path, backend, device=device, **load_kw)
     tok = Tokenizer.from_file(tok_path)
+    if getattr(tok, "chat_template", None) is None and (d / "tokenizer_config.json").is_file():
+        try: tok.chat_template = json.loads((d / "tokenizer_config.json").read_text()).get("chat_template")
+        except (ValueError, UnicodeDecodeError, AttributeError): pass
     if tok.vocab_size > model.cfg.vocab_size:
         raise MiniLlamaError(f"{tok_path}: {tok.vocab_size} pieces but the model has {model.cfg.vocab_size} token ids")
     return model, tok
@@ -50,7 +57,7 @@ def _generate(a) -> int:
         raise MiniLlamaError("--memory-budget: only with --stream-layers")
     if a.dtype is not None: kw["dtype"] = a.dtype
     model, tok = load_with_tokenizer(a.model or shipped_model(), a.backend, a.device, **kw)
-    ids = tok.encode(a.prompt, bos=True)
+    ids = tok.encode(a.prompt, bos=getattr(tok, "add_bos", True))
     if len(ids) >= model.cfg.max_seq_len:
         raise MiniLlamaError(f"prompt: {len(ids)} tokens, longer than the model's context of {model.cfg.max_seq_len}")
     stop = [] if a.ignore_eos or tok.eos_id is None else [tok.eos_id]
@@ -105,18 +112,22 @@ def add_generate(sub) -> argparse.ArgumentParser:
 # %% ../nbs/22_cli.ipynb #544242c4
 def _tokenize(a) -> int:
     path = Path(a.model or shipped_model())
-    tok = Tokenizer.from_file(path / "tokenizer.model" if path.is_dir() else path)
+    if path.is_dir():
+        path = next((path / f for f in TOKENIZER_FILES if (path / f).is_file()), path / TOKENIZER_FILES[0])
+    tok = Tokenizer.from_file(path)
     for i in tok.encode(a.text, bos=a.bos):
         print(f"{i}\t{tok.id_to_piece(i)}")
     return 0
 
 def add_tokenize(sub) -> argparse.ArgumentParser:
     t = sub.add_parser("tokenize", help="print the token ids and pieces of TEXT",
-                       description="Encode TEXT with a SentencePiece tokenizer and print one 'id<TAB>piece' line "
-                                   "per token.")
+                       description="Encode TEXT with a model's tokenizer (SentencePiece tokenizer.model, or "
+                                   "byte-level BPE tokenizer.json or .gguf) and print one 'id<TAB>piece' line per "
+                                   "token.")
     t.add_argument("text")
     t.add_argument("--model", default=None,
-                   help="a tokenizer.model file or a model directory (default: the shipped model)")
+                   help="a tokenizer.model, tokenizer.json or .gguf file, or a model directory (default: the "
+                   "shipped model)")
     t.add_argument("--bos", action="store_true", help="prepend the beginning-of-sequence token")
     t.set_defaults(run=_tokenize)
     return t
@@ -130,7 +141,7 @@ def _convert(a) -> int:
               f"{sum(f.stat().st_size for f in out.iterdir()):,} bytes)")
         return 0
     if Path(a.dst).suffix != ".gguf": raise MiniLlamaError(f"{a.dst}: the output must be a .gguf file")
-    out = convert_to_gguf(a.src, a.dst, a.outtype, force=a.force)
+    out = convert_to_gguf(a.src, a.dst, a.outtype, force=a.force, no_vocab=a.no_vocab)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 
@@ -149,13 +160,15 @@ def add_convert(sub) -> argparse.ArgumentParser:
                    "directory with one safetensors file per layer (AirLLM's layout; SRC must be a Hugging Face "
                    "checkpoint)")
     c.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    c.add_argument("--no-vocab", action="store_true", help="write the GGUF even though SRC has no tokenizer (llama.cpp "
+                   "will refuse to load it)")
     c.set_defaults(run=_convert)
     return c
 
 # %% ../nbs/22_cli.ipynb #588900d5
 def _quantize(a) -> int:
     if Path(a.dst).suffix != ".gguf": raise MiniLlamaError(f"{a.dst}: the output must be a .gguf file")
-    out = quantize_gguf(a.src, a.dst, a.type, force=a.force, requantize=a.requantize)
+    out = quantize_gguf(a.src, a.dst, a.type, force=a.force, requantize=a.requantize, no_vocab=a.no_vocab)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 
@@ -170,6 +183,7 @@ def add_quantize(sub) -> argparse.ArgumentParser:
                    "weight), q4_0 (4.5), q5_0 (5.5) or q4_k (4.5; matrices whose rows are not a multiple of 256 get "
                    "q5_0); default q8_0")
     q.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    q.add_argument("--no-vocab", action="store_true", help="a SRC directory without a tokenizer is converted anyway")
     q.add_argument("--requantize", action="store_true", help="allow a SRC whose matrices are quantized already: "
                    "dequantize, then quantize again (the errors add up)")
     q.set_defaults(run=_quantize)
@@ -216,10 +230,11 @@ def _verify(a) -> int:
 
 def add_verify(sub) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="compare numpy, torch and transformers on a checkpoint, stage by stage",
-                       description="Run a Hugging Face Llama checkpoint through minillama's numpy and torch backends "
+                       description="Run a Llama checkpoint or GGUF file through minillama's numpy and torch backends "
                                    "and through transformers; print max and mean |Δ| after the embedding, each block, "
                                    "the final norm and the logits, then compare greedy generation.")
-    v.add_argument("model_dir", nargs="?", help="checkpoint directory: config.json + *.safetensors")
+    v.add_argument("model_dir", nargs="?", help="checkpoint directory (config.json + *.safetensors) or a .gguf file, "
+                   "quantized ones included (transformers dequantizes it)")
     v.add_argument("--random", metavar="STYLE", choices=["llama1", "llama2", "llama3"], help="instead of MODEL_DIR, "
                    "build a random transformers Llama of this style (llama1, llama2, llama3)")
     v.add_argument("--tokens", type=int, default=64, help="length of the random input sequence (default 64)")
@@ -230,8 +245,46 @@ def add_verify(sub) -> argparse.ArgumentParser:
     v.set_defaults(run=_verify)
     return v
 
+# %% ../nbs/22_cli.ipynb #53e0ba52
+def _chat(a) -> int:
+    model, tok = load_with_tokenizer(a.model, a.backend, a.device, **({"dtype": a.dtype} if a.dtype else {}))
+    template = Path(a.template).read_text() if a.template else None
+    chat = Chat(model, tok, template, system=a.system)
+    tty = sys.stdin.isatty()
+    while True:
+        try: line = input("> ") if tty else sys.stdin.readline()
+        except EOFError: line = ""
+        if not line: break                                                 # end of input
+        if not line.strip(): continue
+        for piece in chat.send(line.rstrip("\n"), a.max_new_tokens, a.temperature, a.top_k or None, a.top_p, a.seed):
+            print(piece, end="", flush=True)
+        print(flush=True)
+    return 0
+
+def add_chat(sub) -> argparse.ArgumentParser:
+    c = sub.add_parser("chat", help="talk to an instruct model with its own chat template",
+                       description="A conversation with MODEL: each line you type (or each line of standard input) is "
+                                   "a user message; the answer streams as it is generated and stops at the model's "
+                                   "end-of-turn token. The chat template comes from the model's files; the KV cache is "
+                                   "kept between turns.")
+    c.add_argument("--model", required=True, help="a .gguf file or a checkpoint directory with tokenizer.json or "
+                   "tokenizer.model and a chat template (tokenizer_config.json)")
+    c.add_argument("--system", default=None, help="a system message to start the conversation with")
+    c.add_argument("--template", default=None, metavar="FILE",
+                   help="a Jinja chat template to use instead of the model's")
+    c.add_argument("--backend", choices=["numpy", "torch"], default="numpy", help="numpy or torch (default numpy)")
+    c.add_argument("--device", default=None, help="torch device (default: cuda if there is one)")
+    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type")
+    c.add_argument("--max-new-tokens", type=int, default=256, help="the longest answer, in tokens (default 256)")
+    c.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy (default 0.7)")
+    c.add_argument("--top-k", type=int, default=40, help="0 turns it off (default 40)")
+    c.add_argument("--top-p", type=float, default=0.95, help="1 turns it off (default 0.95)")
+    c.add_argument("--seed", type=int, default=None, help="random seed (>= 0)")
+    c.set_defaults(run=_chat)
+    return c
+
 # %% ../nbs/22_cli.ipynb #0074c789
-COMMANDS = [add_generate, add_tokenize, add_convert, add_quantize, add_inspect, add_verify]
+COMMANDS = [add_generate, add_chat, add_tokenize, add_convert, add_quantize, add_inspect, add_verify]
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minillama",

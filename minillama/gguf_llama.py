@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_gguf_llama.ipynb #b490cbc8
 from __future__ import annotations
-import math
+import json, math
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -18,8 +18,8 @@ from .gguf import GGUFFile, write_gguf
 from .meta import load_meta
 
 # %% auto #0
-__all__ = ['GGUF_GLOBAL', 'GGUF_LAYER', 'GGUF_TOKENIZERS', 'gguf_name', 'config_from_gguf', 'gguf_tensor', 'gguf_inv_freq',
-           'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf',
+__all__ = ['GGUF_GLOBAL', 'GGUF_LAYER', 'VOCAB_SOURCES', 'GGUF_TOKENIZERS', 'gguf_name', 'config_from_gguf', 'gguf_tensor',
+           'gguf_inv_freq', 'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf',
            'sentencepiece_from_gguf']
 
 # %% ../nbs/13_gguf_llama.ipynb #dc59f7da
@@ -132,7 +132,10 @@ def write_random_gguf(path, c: LlamaConfig, seed: int = 0, progress: bool = Fals
                progress=progress)
     return Path(path)
 
-def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force: bool = False) -> Path:
+VOCAB_SOURCES: dict = {}   # file name in a checkpoint -> metadata(path) for GGUF; the byte-level BPE chapter adds one
+
+def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force: bool = False,
+                    no_vocab: bool = False) -> Path:
     """A Hugging Face checkpoint directory, or Meta's params.json + consolidated.NN.pth -> a llama.cpp GGUF file
     (outtype f32 or f16 for matrices; norms stay f32)."""
     if outtype not in ("f32", "f16"): raise MiniLlamaError(f"outtype {outtype!r}: choose f32 or f16")
@@ -152,8 +155,17 @@ def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force
     if scaling.get("rope_type", scaling.get("type")) == "llama3":
         ff = rope_inv_freq(c.head_dim, c.rope_theta) / rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         tensors["rope_freqs.weight"] = (ff.astype(np.float32), "F32")
-    tok_path = tok_dir / "tokenizer.model"
-    if tok_path.is_file(): md.update(tokenizer_metadata(Tokenizer.from_file(tok_path)))
+    vocab = next((tok_dir / f for f in VOCAB_SOURCES if (tok_dir / f).is_file()), None)
+    if vocab is None and not no_vocab:
+        raise MiniLlamaError(f"{src}: no tokenizer ({' or '.join(VOCAB_SOURCES)}); llama.cpp refuses a GGUF without "
+                             f"one "
+                             "(--no-vocab writes it anyway)")
+    if vocab is not None: md.update(VOCAB_SOURCES[vocab.name](vocab))
+    config = tok_dir / "tokenizer_config.json"
+    if config.is_file() and "tokenizer.chat_template" not in md:
+        try: template = json.loads(config.read_text()).get("chat_template")
+        except (ValueError, UnicodeDecodeError, AttributeError): template = None
+        if isinstance(template, str): md["tokenizer.chat_template"] = template
     for name in weight_shapes(c):
         if name == "output" and c.tie_embeddings: continue
         a = get(name)
@@ -163,6 +175,9 @@ def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force
     with atomic_output(dst, force) as out:
         write_gguf(out, md, tensors, progress=progress, label=dst.name)
     return dst
+
+# %% ../nbs/13_gguf_llama.ipynb #56cbaec4
+VOCAB_SOURCES["tokenizer.model"] = lambda p: tokenizer_metadata(Tokenizer.from_file(p))
 
 # %% ../nbs/13_gguf_llama.ipynb #b28ff20e
 GGUF_TOKENIZERS: dict = {}   # tokenizer.ggml.model -> read(path, metadata); the byte-level BPE chapter adds "gpt2"

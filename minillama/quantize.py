@@ -19,7 +19,7 @@ __all__ = ['quantize_gguf', 'entropy_bits', 'huffman_bits']
 
 # %% ../nbs/17_quantize.ipynb #0bb497e5
 def quantize_gguf(src, dst, qtype: str = "q8_0", progress: bool = True, force: bool = False,
-                  requantize: bool = False) -> Path:
+                  requantize: bool = False, no_vocab: bool = False) -> Path:
     """GGUF (or checkpoint directory) -> GGUF with every 2-D float tensor in Q8_0, Q4_0, Q5_0 or Q4_K (rows not a
     multiple of 256: Q5_0); norms stay F32. Matrices that are quantized already are refused unless `requantize`:
     then they are dequantized and quantized again, and the file's error is that of both."""
@@ -27,7 +27,8 @@ def quantize_gguf(src, dst, qtype: str = "q8_0", progress: bool = True, force: b
     if qt not in QUANTIZERS: raise MiniLlamaError(f"type {qtype!r}: choose one of {', '.join(QUANTIZERS).lower()}")
     src, dst = Path(src), Path(dst)
     with tempfile.TemporaryDirectory() as tmp, atomic_output(dst, force) as out:     # an unwritable dst fails first
-        g = GGUFFile(convert_to_gguf(src, Path(tmp) / "f32.gguf", progress=False) if src.is_dir() else src)
+        g = GGUFFile(convert_to_gguf(src, Path(tmp) / "f32.gguf", progress=False, no_vocab=no_vocab)
+                     if src.is_dir() else src)
         md = {k: v for k, v in g.typed_metadata().items() if k != "general.alignment"}
         md["general.file_type"] = {"Q8_0": 7, "Q4_0": 2, "Q5_0": 8, "Q4_K": 14}[qt]     # llama.cpp's LLAMA_FTYPE_*
         tensors, ops = {}, make_ops("numpy")

@@ -62,23 +62,28 @@ def trace_transformers(hf, ids) -> dict:
     hooks.append(hf.model.norm.register_forward_hook(hook("norm")))
     try:
         x = torch.as_tensor(np.atleast_2d(ids))                       # every position is real: an all-ones mask
-        with torch.no_grad(): out["logits"] = to_numpy(hf(x, attention_mask=torch.ones_like(x)).logits).astype(np.float32)
+        with torch.no_grad():
+            out["logits"] = to_numpy(hf(x, attention_mask=torch.ones_like(x)).logits).astype(np.float32)
     finally:
         for h in hooks: h.remove()
     return out
 
 def verify(model_dir, ids=None, n_tokens: int = 24, n_generate: int = 16, seed: int = 0, device: str | None = None,
            report=print) -> dict:
-    """Compare numpy, torch and transformers on `model_dir`, stage by stage; returns the logits comparisons and greedy
-    ids."""
+    """Compare numpy, torch and transformers on `model_dir` (a checkpoint directory or a .gguf file), stage by stage;
+    returns the logits comparisons and greedy ids."""
     if not Path(model_dir).exists(): raise MiniLlamaError(f"{model_dir}: no such file or directory")
-    models = {"numpy": load(model_dir, "numpy")}                               # a bad checkpoint fails before the imports
+    # a bad checkpoint fails before the imports
+    models = {"numpy": load(model_dir, "numpy")}
     import torch, transformers
     from transformers import LlamaForCausalLM
     transformers.utils.logging.disable_progress_bar(); transformers.utils.logging.set_verbosity_error()
     models["torch"] = load(model_dir, "torch", device=device)
     cfg = models["numpy"].cfg
-    try: hf = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    p = Path(model_dir)                                     # a GGUF file: transformers dequantizes it to float32
+    where = dict(pretrained_model_name_or_path=str(p.parent), gguf_file=p.name) if p.suffix == ".gguf" else \
+        dict(pretrained_model_name_or_path=str(p))
+    try: hf = LlamaForCausalLM.from_pretrained(**where, dtype=torch.float32).eval()
     except Exception as e:
         raise MiniLlamaError(f"{model_dir}: transformers could not load it ({type(e).__name__}: {e})") from None
     if ids is None: ids = np.random.default_rng(seed).integers(0, cfg.vocab_size, size=n_tokens)

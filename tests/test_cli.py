@@ -120,3 +120,16 @@ def test_generate_stops_at_eos_unless_ignored(tmp_path, capsys):
         outs[bool(extra)] = capsys.readouterr().out.strip()
     assert outs[False] == tok.decode(tok.encode("Assert statements", bos=True) + greedy[:3]).strip()
     assert outs[True] == tok.decode(tok.encode("Assert statements", bos=True) + greedy).strip()
+
+
+def test_verify_a_gguf_file_quantized_too(tmp_path, capsys):
+    "transformers loads the GGUF (dequantized to float32) and the per-stage report runs against it."
+    from minillama.tiny_model import shipped_model
+    for args in (["convert", str(shipped_model()), str(tmp_path / "f32.gguf")],
+                 ["quantize", str(shipped_model()), str(tmp_path / "q4_0.gguf"), "--type", "q4_0"]):
+        assert main(args) == 0
+    for f in ("f32.gguf", "q4_0.gguf"):
+        capsys.readouterr()
+        assert main(["verify", str(tmp_path / f), "--tokens", "32", "--generate", "4"]) == 0, f
+        out = capsys.readouterr().out
+        assert "logits numpy vs hf" in out and out.strip().endswith("PASS")

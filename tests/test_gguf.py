@@ -22,20 +22,20 @@ def hf_logits(hf, ids):
                                          ("llama2", dict(head_dim=48, num_attention_heads=4, num_key_value_heads=2))])
 def test_converted_gguf_matches_transformers(hf_dir, tmp_path, style, over):
     d, hf = hf_dir(style, **over)
-    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False)
+    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False, no_vocab=True)
     ids = np.random.default_rng(0).integers(0, 512, size=120)
     ref = hf_logits(hf, ids)
     for be in ("numpy", "torch"):
         m = minillama.load(out, be)
         assert m.cfg.rope_layout == "interleaved"
         assert_close(m.forward(ids), ref, what=f"{style} GGUF {be} vs transformers")
-    assert_close(minillama.load(convert_to_gguf(d, tmp_path / "h.gguf", "f16", progress=False)).forward(ids), ref,
+    assert_close(minillama.load(convert_to_gguf(d, tmp_path / "h.gguf", "f16", progress=False, no_vocab=True)).forward(ids), ref,
                  dtype="float16", what="F16 GGUF")
 
 
 def test_gguf_package_reads_what_we_write(hf_dir, tmp_path):
     d, _ = hf_dir("llama3")
-    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False)
+    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False, no_vocab=True)
     r, g = gguf.GGUFReader(out), GGUFFile(out)
     assert set(r.fields) == set(g.metadata) | {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
     for k, v in g.metadata.items():
@@ -129,7 +129,7 @@ def test_lying_headers(tmp_path, case, data, must):
 
 def test_missing_llama_metadata(tmp_path, hf_dir):
     d, _ = hf_dir("llama2")
-    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False)
+    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False, no_vocab=True)
     g = GGUFFile(out)
     md = {k: (g.types[k], v) if g.types[k] not in (9,) else v for k, v in g.metadata.items() if k != "llama.block_count"}
     tensors = {k: (g.tensor(k), t["type"]) for k, t in g.tensors.items()}
@@ -204,7 +204,7 @@ def test_meta_unsharding(hf_dir, tmp_path, n_shards, emb_axis):
     from minillama.gguf_llama import gguf_name
     d, hf = hf_dir("llama2")
     full = make_meta(hf, tmp_path / "meta", n_shards, emb_axis)
-    out = convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+    out = convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False, no_vocab=True)
     g = GGUFFile(out)
     for n, a in full.items():                                      # exactly the unsharded weights
         assert np.array_equal(g.tensor(gguf_name(n)), a), n
@@ -221,7 +221,7 @@ def test_meta_refuses_pickled_code(hf_dir, tmp_path):
         def __reduce__(self): return (print, ("this code ran",))
     torch.save({"x": Evil()}, tmp_path / "meta" / "consolidated.00.pth", pickle_module=pickle)
     with pytest.raises(MiniLlamaError, match="not a tensors-only checkpoint"):
-        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False, no_vocab=True)
     assert not (tmp_path / "m.gguf").exists() and not list(tmp_path.glob("*.tmp"))
 
 
@@ -232,13 +232,13 @@ def test_meta_missing_tensor(hf_dir, tmp_path):
     del sd["layers.1.attention.wo.weight"]
     torch.save(sd, tmp_path / "meta" / "consolidated.01.pth")
     with pytest.raises(MiniLlamaError, match="layers.1.attention.wo.weight"):
-        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False)
+        convert_to_gguf(tmp_path / "meta", tmp_path / "m.gguf", progress=False, no_vocab=True)
 
 
 def test_bf16_gguf_both_backends(hf_dir, tmp_path):
     "A GGUF with BF16 matrices (raw bits, as llama.cpp stores them) runs on both backends within bf16 tolerance."
     d, hf = hf_dir("llama2")
-    f32 = GGUFFile(convert_to_gguf(d, tmp_path / "f.gguf", progress=False))
+    f32 = GGUFFile(convert_to_gguf(d, tmp_path / "f.gguf", progress=False, no_vocab=True))
     md = {k: ((f32.types[k], v) if f32.types[k] != 9 else v) for k, v in f32.metadata.items()}
     to_bf16 = lambda a: (torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16), "BF16")
     tensors = {k: (to_bf16(f32.tensor(k)) if t["shape"].__len__() == 2 else (f32.tensor(k), "F32")) for k, t in f32.tensors.items()}
