@@ -53,5 +53,5 @@ def test_api_page_documents_every_module(site):
 
 
 def test_show_doc_renders(site):
-    html = (site / "nbs" / "21_api.html").read_text()
+    html = (site / "nbs" / "23_api.html").read_text()
     assert "load" in html and "Load a model file or directory" in html

@@ -34,7 +34,8 @@ def test_llama_cpp_runs_the_shipped_model(tmp_path, outtype, dtype):
     for t in TEXTS:
         assert llm.tokenize(t.encode(), add_bos=True) == tok.encode(t, bos=True), t
     for be in ("numpy", "torch"):
-        assert_close(minillama.load(out, be).forward(np.array(ids)), ref, dtype=dtype, what=f"{outtype} GGUF: minillama {be} vs llama.cpp")
+        assert_close(minillama.load(out, be).forward(np.array(ids)), ref, dtype=dtype,
+                     rtol=1e-4 if dtype == "float32" else None, what=f"{outtype} GGUF: minillama {be} vs llama.cpp")
 
 
 def test_llama_cpp_on_converted_llama3(hf_dir, tmp_path):
@@ -53,5 +54,6 @@ def test_llama_cpp_on_converted_llama3(hf_dir, tmp_path):
     _, ref = run_llama_cpp(out, ids)
     with torch.no_grad():
         hfl = hf(torch.tensor([ids])).logits[0]
-    assert_close(ref, hfl, what="llama.cpp on our GGUF vs transformers on the checkpoint")
-    assert_close(minillama.load(out).forward(np.array(ids)), ref, what="minillama vs llama.cpp")
+    # llama.cpp's own kernels sum in another order: 1e-4 of the largest logit, as before float32's rtol became 1e-5
+    assert_close(ref, hfl, rtol=1e-4, what="llama.cpp on our GGUF vs transformers on the checkpoint")
+    assert_close(minillama.load(out).forward(np.array(ids)), ref, rtol=1e-4, what="minillama vs llama.cpp")
