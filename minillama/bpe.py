@@ -228,11 +228,14 @@ def bpe_from_gguf(path, md: dict) -> BPETokenizer:
         raise err("tokenizer.ggml.tokens is not a list of strings")
     if not (isinstance(merges, list) and all(isinstance(x, str) and x.count(" ") == 1 for x in merges)):
         raise err("tokenizer.ggml.merges is not a list of 'a b' strings")
-    if types is None or len(types) != len(toks):
-        raise err("tokenizer.ggml.token_type is missing or of the wrong length")
+    if not (hasattr(types, "dtype") and types.dtype.kind in "iu" and len(types) == len(toks)):
+        raise err("tokenizer.ggml.token_type is not an integer array as long as the token list")
     pre = md.get("tokenizer.ggml.pre", "gpt-2")
-    if pre not in PRE_TOKENIZERS:
+    if not isinstance(pre, str) or pre not in PRE_TOKENIZERS:
         raise err(f"tokenizer.ggml.pre {pre!r} is not supported ({', '.join(PRE_TOKENIZERS)} are)")
+    for k in ("bos_token_id", "eos_token_id"):
+        if not isinstance(md.get(f"tokenizer.ggml.{k}", 0), int): raise err(f"tokenizer.ggml.{k} is not an integer")
+    if not isinstance(md.get("tokenizer.chat_template", ""), str): raise err("tokenizer.chat_template is not a string")
     patterns, ignore = PRE_TOKENIZERS[pre]
     specials = {t: i for i, (t, ty) in enumerate(zip(toks, types)) if int(ty) in (3, 4)}
     vocab = {t: i for i, t in enumerate(toks) if i not in specials.values()}

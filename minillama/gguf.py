@@ -68,6 +68,7 @@ class _Cursor:
             raise self.err(f"{what}: {n} elements cannot fit in the {self.left()} bytes that remain")
         return [self.value(et, f"{what}[{i}]", depth + 1) for i in range(n)]
 
+# %% ../nbs/11_gguf.ipynb #2c85ddd7
 class GGUFFile:
     """A GGUF file opened read-only: `metadata`, `tensors` (name -> info), `tensor(name)` a view of the map (or, with
     use_mmap=False, of a copy read into memory)."""

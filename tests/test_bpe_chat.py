@@ -219,3 +219,33 @@ def test_convert_without_a_tokenizer_is_refused(hf_dir, tmp_path, capsys):
     assert main(["convert", str(d), str(tmp_path / "m.gguf")]) == 1
     assert "no tokenizer" in capsys.readouterr().err and not (tmp_path / "m.gguf").exists()
     assert main(["convert", str(d), str(tmp_path / "m.gguf"), "--no-vocab"]) == 0
+
+
+def test_gguf_vocabulary_mutations_raise_only_our_error(trained, tmp_path):
+    "Random byte flips in a 'gpt2' GGUF vocabulary, and each key removed or of the wrong kind: our error or a tokenizer."
+    ours, _, _ = trained("smollm", 300)
+    md = bpe_gguf_metadata(ours)
+    write_gguf(tmp_path / "v.gguf", md, {}, progress=False)
+    raw = (tmp_path / "v.gguf").read_bytes()
+    rng = np.random.default_rng(0)
+    p, outcomes = tmp_path / "m.gguf", {"error": 0, "ok": 0}
+    cases = []
+    for _ in range(400):
+        b = bytearray(raw)
+        for _ in range(rng.integers(1, 4)): b[rng.integers(0, len(b))] = rng.integers(0, 256)
+        cases.append(bytes(b))
+    for k in md:                                                 # each key missing, then holding a number
+        for v in (None, 7):
+            m2 = {kk: vv for kk, vv in md.items() if kk != k}
+            if v is not None: m2[k] = v
+            write_gguf(p, m2, {}, progress=False); cases.append(p.read_bytes())
+    for c in cases:
+        p.write_bytes(c)
+        try:
+            t = minillama.Tokenizer.from_file(p)
+            t.decode(t.encode("Hello 123 <|eot_id|> 🙂"))
+            outcomes["ok"] += 1
+        except MiniLlamaError as e:
+            assert "\n" not in str(e), str(e)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 50, outcomes
