@@ -10,6 +10,7 @@ import regex
 from fastcore.basics import patch
 from .core import MiniLlamaError
 from .tokenizer import TOKENIZER_READERS
+from .gguf import LazyStrings
 from .gguf_llama import GGUF_TOKENIZERS, VOCAB_SOURCES
 
 # %% auto #0
@@ -224,6 +225,7 @@ def bpe_from_gguf(path, md: dict) -> BPETokenizer:
     "llama.cpp's 'gpt2' model: byte-level tokens, merges and the pre-tokenizer named by tokenizer.ggml.pre."
     err = lambda msg: MiniLlamaError(f"{path}: {msg}")
     toks, types, merges = (md.get(f"tokenizer.ggml.{k}") for k in ("tokens", "token_type", "merges"))
+    toks, merges = (list(v) if isinstance(v, LazyStrings) else v for v in (toks, merges))   # decoded here, once
     if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
         raise err("tokenizer.ggml.tokens is not a list of strings")
     if not (isinstance(merges, list) and all(isinstance(x, str) and x.count(" ") == 1 for x in merges)):

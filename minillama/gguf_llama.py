@@ -14,7 +14,7 @@ from .positions import rope_inv_freq, permute_qk_half_to_interleaved
 from .model import (Llama, LlamaConfig, Weights, weight_shapes, make_ops, random_weights, FLOAT_TYPES,
                              WEIGHT_TYPES)
 from .checkpoint import Checkpoint, register_loader
-from .gguf import GGUFFile, write_gguf
+from .gguf import GGUFFile, LazyStrings, write_gguf
 from .meta import load_meta
 
 # %% auto #0
@@ -59,11 +59,11 @@ def config_from_gguf(g: GGUFFile) -> LlamaConfig:
     except MiniLlamaError as e: raise MiniLlamaError(str(e).replace("config:", f"{src}:", 1)) from None
 
 # %% ../nbs/13_gguf_llama.ipynb #d537797c
-def gguf_tensor(g: GGUFFile, cfg: LlamaConfig, key: str) -> tuple[str, dict]:
+def gguf_tensor(g: GGUFFile, cfg: LlamaConfig, key: str, shapes: dict | None = None) -> tuple[str, dict]:
     "(llama.cpp name, info) of our tensor `key`, checked: present, the shape `cfg` implies, a type the model can use."
     gname = gguf_name("tok_embeddings" if key == "output" and cfg.tie_embeddings else key)
     if gname not in g.tensors: raise MiniLlamaError(f"{g.path}: tensor {gname!r} is missing")
-    info, want = g.tensors[gname], weight_shapes(cfg)[key]
+    info, want = g.tensors[gname], (shapes or weight_shapes(cfg))[key]
     if info["shape"] != want:
         raise MiniLlamaError(f"{g.path}: tensor {gname!r} has shape {list(info['shape'])}, the metadata implies "
                              f"{list(want)}")
@@ -88,8 +88,9 @@ def load_gguf(path, ops, use_mmap: bool = True) -> Llama:
     allows."""
     g = GGUFFile(path, use_mmap)
     cfg = config_from_gguf(g)
+    shapes = weight_shapes(cfg)                                               # once, not once per tensor
     def get(key):
-        gname, info = gguf_tensor(g, cfg, key)
+        gname, info = gguf_tensor(g, cfg, key, shapes)
         return ops.weight(g.tensor(gname), info["type"])
     return Llama(cfg, Weights.build(cfg, get), ops, gguf_inv_freq(g, cfg), source=str(path))
 
@@ -197,6 +198,7 @@ def sentencepiece_from_gguf(path, md: dict) -> Tokenizer:
     for k in keys:
         if k not in md: raise MiniLlamaError(f"{path}: missing metadata {k}")
     toks, scores, types = (md[k] for k in keys)
+    toks = list(toks) if isinstance(toks, LazyStrings) else toks                  # decoded here, on first use
     if not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
         raise MiniLlamaError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
     types = [int(t) for t in types]

@@ -193,8 +193,9 @@ class _Pass:
 def _gguf_spans(path):
     g = GGUFFile(path)
     cfg = config_from_gguf(g)
+    shapes = weight_shapes(cfg)
     def span(key):
-        name, i = gguf_tensor(g, cfg, key)                       # checks presence, shape and type
+        name, i = gguf_tensor(g, cfg, key, shapes)                       # checks presence, shape and type
         return Span(key, str(path), g.data_start + i["offset"], i["nbytes"], i["shape"], i["type"])
     return cfg, span, gguf_inv_freq(g, cfg)
 
