@@ -2,9 +2,11 @@
 
 Each row runs in a fresh process: load the GGUF (mapped), prefill 16 tokens, time 32 decode steps, then read resident
 memory (anonymous and file-backed) from /proc/self/smaps_rollup; "model" is the growth of RSS from just before the load
-(the interpreter and the imported code excluded). torch runs in float32 (default) and in bfloat16, where torch's
-int4 weight-only kernel is fast; "vs F32" compares with the F32 file on the same backend and dtype. The bound is the read bandwidth (all cores, measured
-here) divided by the bytes of weights each type reads per token. Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
+(the interpreter and the imported code excluded). torch runs three ways: the default (float32 activations; quantized
+matrices through torch's int4 weight-only kernel in bfloat16, the fast one), dtype="float32" asked for (every kernel
+in float32: exact, within 1e-5 of numpy, and slow on quantized files) and dtype="bfloat16". "vs F32" compares with the
+F32 file on the same backend and dtype. The bound is the read bandwidth (all cores, measured here) divided by the bytes
+of weights each type reads per token. Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
@@ -53,12 +55,12 @@ def main():
         for t, f in files.items():
             g = GGUFFile(f)
             per_token = sum(i["nbytes"] for k, i in g.tensors.items() if k != "token_embd.weight")
-            for be, dt in (("numpy", "-"), ("torch", "-"), ("torch", "bfloat16")):
+            for be, dt in (("numpy", "-"), ("torch", "-"), ("torch", "float32"), ("torch", "bfloat16")):
                 r = json.loads(subprocess.run([sys.executable, "-c", PROBE, str(f), be, dt], capture_output=True, text=True,
                                               check=True).stdout.strip().splitlines()[-1])
                 bound = bw / per_token
                 ref.setdefault((be, dt), r)
-                name = be + ("" if dt == "-" else f" {dt}")
+                name = be + (" (default)" if dt == "-" and be == "torch" else "" if dt == "-" else f" {dt}")
                 print(f"{t:5s} {f.stat().st_size/2**20:9.0f} {per_token/2**20:16.0f} {bound:12.1f} {name:16s} {r['tok_s']:7.2f} "
                       f"{r['tok_s']/bound:8.0%} {r['tok_s']/ref[be, dt]['tok_s']:6.2f}x {r['rss']/2**20:8.0f} "
                       f"{r['model']/2**20:10.0f} {r['model']/ref[be, dt]['model']:12.2f}x")

@@ -90,7 +90,8 @@ def add_generate(sub) -> argparse.ArgumentParser:
                    help="numpy (any CPU) or torch (default numpy)")
     g.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if there is one)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type "
-                   "(default float32); bfloat16 runs quantized files through torch's fast int4 kernels")
+                   "(default: float32, with a quantized file's matrices in torch's int4 kernel in bfloat16, the fast "
+                   "mode; float32 asked for runs every kernel in float32, the exact mode)")
     g.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to generate at most (default 100)")
     g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
     g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 turns it off "

@@ -231,6 +231,7 @@ class TorchOps(Ops):
         if dtype not in (None, *_TORCH_DTYPES):
             raise MiniLlamaError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
         self.dtype = getattr(torch, _TORCH_DTYPES[dtype or "float32"])
+        self.exact = dtype is not None          # asked for: every kernel in it; default: quantized ones may be faster
 
     def weight(self, a: np.ndarray, dtype: str = "F32"):
         "Stored tensor -> torch tensor on the device: a view of the same memory on the CPU when dtypes match."

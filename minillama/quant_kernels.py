@@ -90,9 +90,10 @@ def affine_codes(raw: np.ndarray, qtype: str):
 # %% ../nbs/16_quant_kernels.ipynb #2dd1f625
 class TorchQuantWeight:
     "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
-    def __init__(self, raw: np.ndarray, qtype: str, dtype):
+    def __init__(self, raw: np.ndarray, qtype: str, dtype, out_dtype=None):
+        "`dtype`: the kernel's compute type; `out_dtype` (default `dtype`): what `linear` and lookups return."
         codes, scale, offset = affine_codes(raw, qtype)                        # [N, K] u8, [N, K/32] f32 x 2
-        self.raw, self.qtype, self.dtype = raw, qtype, dtype
+        self.raw, self.qtype, self.dtype, self.out_dtype = raw, qtype, dtype, out_dtype or dtype
         self.shape = (codes.shape[0], codes.shape[1])
         N, pad = self.shape[0], -self.shape[0] % 16                            # the kernel wants N in multiples of 16
         n_planes = -(-CODE_BITS[qtype] // 4)
@@ -118,13 +119,13 @@ class TorchQuantWeight:
         "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
         x2 = x.reshape(-1, self.shape[1]).to(self.dtype)                      # [M, K]
         y = sum(torch.ops.aten._weight_int4pack_mm_for_cpu(x2, p, 32, sz) for p, sz in self.planes)   # [M, N + pad]
-        return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0])
+        return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
     def __getitem__(self, ids):
         "Rows `ids` dequantized (the embedding lookup), on torch."
         a = to_numpy(ids)
         rows = dequantize(self.raw[a.ravel()], self.qtype).reshape(*a.shape, self.shape[1])
-        return torch.from_numpy(rows).to(self.dtype)
+        return torch.from_numpy(rows).to(self.out_dtype)
 
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
 
@@ -132,7 +133,9 @@ class TorchQuantWeight:
 def quant_weight(ops, raw: np.ndarray, qtype: str):
     "A stored quantized matrix [rows, row bytes] of `qtype` -> the weight `ops` multiplies by."
     if ops.name == "numpy": return QuantWeight(raw, qtype)
-    if ops.device.type == "cpu" and qtype in AFFINE: return TorchQuantWeight(raw, qtype, ops.dtype)
+    if ops.device.type == "cpu" and qtype in AFFINE:
+        fast = ops.dtype == torch.float32 and not ops.exact        # float32 by default: the int4 kernel in bfloat16
+        return TorchQuantWeight(raw, qtype, torch.bfloat16 if fast else ops.dtype, ops.dtype)
     return weight_copied(raw, ops.weight(dequantize(raw, qtype), "F32"))     # Q6_K, and on CUDA: dequantized at load
 
 WEIGHT_TYPES.update(dict.fromkeys(DEQUANTIZERS, quant_weight))

@@ -78,7 +78,7 @@ def verify(model_dir, ids=None, n_tokens: int = 24, n_generate: int = 16, seed: 
     import torch, transformers
     from transformers import LlamaForCausalLM
     transformers.utils.logging.disable_progress_bar(); transformers.utils.logging.set_verbosity_error()
-    models["torch"] = load(model_dir, "torch", device=device)
+    models["torch"] = load(model_dir, "torch", device=device, dtype="float32")        # float32 asked for: exact kernels
     cfg = models["numpy"].cfg
     p = Path(model_dir)                                     # a GGUF file: transformers dequantizes it to float32
     where = dict(pretrained_model_name_or_path=str(p.parent), gguf_file=p.name) if p.suffix == ".gguf" else \

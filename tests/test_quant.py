@@ -131,7 +131,7 @@ def test_quantized_inference(quantized, qt):
     "Weights stay quantized on numpy and on torch; numpy == torch; and both equal transformers on the dequantized weights."
     from transformers import LlamaForCausalLM
     files, _ = quantized
-    mn, mt = minillama.load(files[qt], "numpy"), minillama.load(files[qt], "torch", device="cpu")
+    mn, mt = minillama.load(files[qt], "numpy"), minillama.load(files[qt], "torch", device="cpu", dtype="float32")
     assert isinstance(mn.w.layers[0].w_down, QuantWeight) and isinstance(mn.w.tok_embeddings, QuantWeight)
     assert isinstance(mt.w.layers[0].wq, TorchQuantWeight) and isinstance(mt.w.layers[0].w_down, TorchQuantWeight)
     held = sum(a.nbytes for _, a in mn.w.items() if isinstance(a, QuantWeight))
@@ -140,7 +140,10 @@ def test_quantized_inference(quantized, qt):
     assert held_t < 0.5 * sum(np.prod(a.shape) * 4 for _, a in mt.w.items() if isinstance(a, TorchQuantWeight))
     ids = np.array(minillama.Tokenizer.from_file(files[qt]).encode("The \"while\" statement is used for", bos=True))
     ln = mn.forward(ids)
-    assert_close(mt.forward(ids), ln, what=f"{qt}: torch vs numpy")
+    assert_close(mt.forward(ids), ln, what=f"{qt}: torch (dtype float32 asked for: exact) vs numpy")
+    md = minillama.load(files[qt], "torch", device="cpu")                            # the default: int4 kernels in bf16
+    assert md.w.layers[0].wq.dtype == torch.bfloat16 and md.forward(ids).dtype == torch.float32
+    assert_close(md.forward(ids), ln, "bfloat16", what=f"{qt}: torch default (fast) vs numpy")
     mb = minillama.load(files[qt], "torch", device="cpu", dtype="bfloat16")           # torch's fast int4 kernels
     assert_close(mb.forward(ids), ln, "bfloat16", what=f"{qt}: torch bfloat16 vs numpy")
     hf = LlamaForCausalLM.from_pretrained(shipped_model(), dtype=torch.float32).eval()
