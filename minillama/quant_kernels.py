@@ -4,6 +4,8 @@
 
 # %% ../nbs/16_quant_kernels.ipynb #8f98b975
 from __future__ import annotations
+import os
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from .core import MiniLlamaError, to_numpy, torch
 from .mlp_norm import linear_np
@@ -11,7 +13,7 @@ from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
-__all__ = ['AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'TorchQuantWeight', 'quant_weight']
+__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'TorchQuantWeight', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 _NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
@@ -26,6 +28,14 @@ def _scaled_codes(b: np.ndarray, qtype: str):
         v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)
     v *= d
     return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
+
+THREADS = os.cpu_count() or 1             # chunks of rows run on this many threads
+_POOL: list = []
+
+def _pool() -> ThreadPoolExecutor:
+    "One pool of THREADS workers for the whole process, made on first use."
+    if not _POOL: _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="minillama-rows"))
+    return _POOL[0]
 
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
@@ -54,15 +64,20 @@ class QuantWeight:
             # [M, K/32] the offset multiplies x's block sums
             bsum = xb.sum(-1)
             if self.qtype != "Q8_0": x2 = xb.reshape(M, -1, 2, 16).transpose(0, 1, 3, 2).reshape(M, K)   # nibble order
-        for r in range(0, self.shape[0], self.chunk):
+        def rows(r):                                                      # one chunk of rows -> out[:, r:r+chunk]
             raw = self.raw[r:r + self.chunk]                              # [chunk, row bytes]
             if not fast:
                 out[:, r:r + len(raw)] = linear_np(x2, dequantize(raw, self.qtype))   # [M, chunk]
-                continue
+                return
             v, off = _scaled_codes(raw.reshape(-1, BLOCKS[self.qtype][1]), self.qtype)
             y = linear_np(x2, v.reshape(len(raw), K))                     # [M, chunk]: scale·code only
             if off is not None: y += linear_np(bsum, off.reshape(len(raw), -1))   # + offsets x block sums
             out[:, r:r + len(raw)] = y
+        starts = list(range(0, self.shape[0], self.chunk))
+        n = min(THREADS, len(starts))                                     # one run of chunks per core; numpy's
+        part = lambda j: [rows(r) for r in starts[j::n]]                  # kernels let go of the GIL meanwhile
+        if n > 1: list(_pool().map(part, range(n)))
+        else: part(0)
         return out.reshape(*x.shape[:-1], self.shape[0])
 
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
