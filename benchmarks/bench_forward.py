@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--decode", type=int, default=32, help="tokens to decode (default 32)")
     ap.add_argument("--small", action="store_true", help="a 4-layer dim-256 model, for a quick smoke run")
     a = ap.parse_args()
+    try: import llama_cpp  # noqa: F401
+    except ImportError: print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio "
+                              "to llama.cpp (pip install llama-cpp-python compiles it, about 8 minutes)")
     torch.set_num_threads(os.cpu_count() or 1)
     shape = (dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4) if a.small else
              dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16))

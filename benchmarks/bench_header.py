@@ -15,7 +15,7 @@ import numpy as np
 import gguf
 import minillama
 from minillama.gguf import GGUFFile, write_gguf
-from minillama.gguf_llama import gguf_metadata, write_random_gguf
+from minillama.gguf_llama import write_random_gguf
 from minillama.model import LlamaConfig
 
 
@@ -50,15 +50,7 @@ def main():
         print(f"{'gguf.GGUFReader: open':34s} {t_ref * 1e3:8.1f}")
         cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816)
         m = d / "m.gguf"
-        write_random_gguf(m, cfg)
-        g = GGUFFile(m)
-        rng = np.random.default_rng(1)                                   # a SentencePiece vocabulary, as Llama 2's
-        md = {**g.typed_metadata(), "tokenizer.ggml.model": "llama",
-              "tokenizer.ggml.tokens": ["▁" + "".join(rng.choice(list("abcdefghij"), 5)) + str(i) for i in range(32000)],
-              "tokenizer.ggml.scores": -np.arange(32000, dtype=np.float32),
-              "tokenizer.ggml.token_type": np.ones(32000, np.int32)}
-        write_gguf(m, md, {k: (g.tensor(k), i["type"]) for k, i in g.tensors.items()}, progress=False)
-        del g
+        write_random_gguf(m, cfg, vocab=True)                            # 32,000 SentencePiece pieces
         t_load = best(lambda: minillama.load(m))
         print(f"\nminillama.load of the 220M F32 model with a 32,000-piece SentencePiece vocabulary ({m.stat().st_size / 2**30:.2f} GiB), "
               f"warm: {t_load * 1e3:.1f} ms   target <= 10")

@@ -15,10 +15,11 @@ from minillama.memory import probe
 
 def make(path, gib):
     per_layer = 4 * 1024 * 1024 * 4 + 3 * 1024 * 2816 * 4                    # bytes of one layer's matrices (f32)
-    emb = 2 * 8000 * 1024 * 4
+    emb = 2 * 32000 * 1024 * 4
     n_layers = max(1, round((gib * 2**30 - emb) / per_layer))
-    cfg = LlamaConfig(dim=1024, n_layers=n_layers, n_heads=16, n_kv_heads=16, vocab_size=8000, hidden_dim=2816, max_seq_len=512)
-    write_random_gguf(path, cfg)
+    cfg = LlamaConfig(dim=1024, n_layers=n_layers, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816,
+                      max_seq_len=512)
+    write_random_gguf(path, cfg, vocab=True)                        # a real-sized header: the vocabulary too
     return path.stat().st_size
 
 

@@ -35,6 +35,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/var/tmp")
     a = ap.parse_args()
+    try: import llama_cpp  # noqa: F401
+    except ImportError: print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio "
+                              "to llama.cpp (pip install llama-cpp-python compiles it, about 8 minutes)")
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_forward import read_bandwidth
     from minillama.model import LlamaConfig

@@ -19,8 +19,8 @@ from .meta import load_meta
 
 # %% auto #0
 __all__ = ['GGUF_GLOBAL', 'GGUF_LAYER', 'VOCAB_SOURCES', 'GGUF_TOKENIZERS', 'gguf_name', 'config_from_gguf', 'gguf_tensor',
-           'gguf_inv_freq', 'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'write_random_gguf', 'convert_to_gguf',
-           'sentencepiece_from_gguf']
+           'gguf_inv_freq', 'load_gguf', 'tokenizer_metadata', 'gguf_metadata', 'synthetic_vocab', 'write_random_gguf',
+           'convert_to_gguf', 'sentencepiece_from_gguf']
 
 # %% ../nbs/13_gguf_llama.ipynb #dc59f7da
 GGUF_GLOBAL = dict(tok_embeddings="token_embd.weight", norm="output_norm.weight", output="output.weight")
@@ -124,13 +124,20 @@ def gguf_metadata(c: LlamaConfig) -> dict:
         md["llama.rope.scaling.type"], md["llama.rope.scaling.factor"] = "linear", float(scaling["factor"])
     return md
 
-def write_random_gguf(path, c: LlamaConfig, seed: int = 0, progress: bool = False) -> Path:
+def synthetic_vocab(n: int) -> Tokenizer:
+    "A SentencePiece vocabulary of `n` pieces (unknown, BOS, EOS, the 256 bytes, then words): real-sized headers."
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [f"\u2581w{i}" for i in range(n - len(pieces))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (n - 259)
+    return Tokenizer(pieces, [-float(i) for i in range(n)], types)
+
+def write_random_gguf(path, c: LlamaConfig, seed: int = 0, progress: bool = False, vocab: bool = False) -> Path:
     """A random float32 Llama of config `c` (`random_weights` of the model notebook) written as a GGUF file: models to
-    measure and test."""
+    measure and test; with `vocab`, a synthetic vocabulary of c.vocab_size pieces makes the header real-sized."""
     w = random_weights(c, seed)
-    write_gguf(path, gguf_metadata(c), {gguf_name(n): (a, "F32") for n,
-                                        a in w.items() if not (n == "output" and c.tie_embeddings)},
-               progress=progress)
+    md = {**gguf_metadata(c), **(tokenizer_metadata(synthetic_vocab(c.vocab_size)) if vocab else {})}
+    tensors = {gguf_name(n): (a, "F32") for n, a in w.items() if not (n == "output" and c.tie_embeddings)}
+    write_gguf(path, md, tensors, progress=progress)
     return Path(path)
 
 VOCAB_SOURCES: dict = {}   # file name in a checkpoint -> metadata(path) for GGUF; the byte-level BPE chapter adds one
