@@ -18,8 +18,8 @@ from .stream import shard_layers
 from .chat import Chat
 
 # %% auto #0
-__all__ = ['TOKENIZER_FILES', 'COMMANDS', 'parse_size', 'load_with_tokenizer', 'add_generate', 'add_tokenize', 'add_convert',
-           'add_quantize', 'add_inspect', 'add_verify', 'add_chat', 'parser', 'main']
+__all__ = ['TOKENIZER_FILES', 'COMMANDS', 'parse_size', 'load_with_tokenizer', 'add_run_options', 'add_generate', 'add_tokenize',
+           'add_convert', 'add_quantize', 'add_inspect', 'add_verify', 'add_chat', 'parser', 'main']
 
 # %% ../nbs/22_cli.ipynb #81e6618d
 def parse_size(s: str) -> int:
@@ -49,6 +49,26 @@ def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
         raise MiniLlamaError(f"{tok_path}: {tok.vocab_size} pieces but the model has {model.cfg.vocab_size} token ids")
     return model, tok
 
+
+# %% ../nbs/22_cli.ipynb #979178f7
+def add_run_options(p, max_new_tokens: int, temperature: float):
+    "The options `generate` and `chat` share: where the model runs, and how tokens are sampled."
+    p.add_argument("--backend", choices=["numpy", "torch"], default="numpy",
+                   help="numpy (any CPU) or torch (default numpy)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if there is one)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type "
+                   "(default: float32, with a quantized file's matrices in torch's int4 kernel in bfloat16, the fast "
+                   "mode; float32 asked for runs every kernel in float32, the exact mode)")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                   help=f"how many tokens to generate at most (default {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help=f"sampling temperature; 0 is greedy (default {temperature})")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 turns it off "
+                   "(default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="sample among the most likely tokens covering this "
+                   "probability mass; 1 turns it off (default 0.95)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (>= 0): the same seed gives the same text on "
+                   "both backends")
 
 # %% ../nbs/22_cli.ipynb #a50559c5
 def _generate(a) -> int:
@@ -86,20 +106,7 @@ def add_generate(sub) -> argparse.ArgumentParser:
     g.add_argument("--model", default=None,
                    help="a checkpoint directory (config.json, *.safetensors, tokenizer.model), "
                    "a .safetensors file beside them, or a .gguf file (default: the shipped model)")
-    g.add_argument("--backend", choices=["numpy", "torch"], default="numpy",
-                   help="numpy (any CPU) or torch (default numpy)")
-    g.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if there is one)")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type "
-                   "(default: float32, with a quantized file's matrices in torch's int4 kernel in bfloat16, the fast "
-                   "mode; float32 asked for runs every kernel in float32, the exact mode)")
-    g.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to generate at most (default 100)")
-    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; 0 turns it off "
-                   "(default 40)")
-    g.add_argument("--top-p", type=float, default=0.95, help="sample among the most likely tokens covering this "
-                   "probability mass; 1 turns it off (default 0.95)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (>= 0): the same seed gives the same text on "
-                   "both backends")
+    add_run_options(g, max_new_tokens=100, temperature=0.8)
     g.add_argument("--ignore-eos", action="store_true", help="go on past the end-of-sequence token")
     g.add_argument("--stream-layers", action="store_true", help="keep the layers on disk and read each as it is "
                    "needed, the next one in a background thread (for models bigger than memory; every token reads "
@@ -273,14 +280,7 @@ def add_chat(sub) -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="a system message to start the conversation with")
     c.add_argument("--template", default=None, metavar="FILE",
                    help="a Jinja chat template to use instead of the model's")
-    c.add_argument("--backend", choices=["numpy", "torch"], default="numpy", help="numpy or torch (default numpy)")
-    c.add_argument("--device", default=None, help="torch device (default: cuda if there is one)")
-    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type")
-    c.add_argument("--max-new-tokens", type=int, default=256, help="the longest answer, in tokens (default 256)")
-    c.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy (default 0.7)")
-    c.add_argument("--top-k", type=int, default=40, help="0 turns it off (default 40)")
-    c.add_argument("--top-p", type=float, default=0.95, help="1 turns it off (default 0.95)")
-    c.add_argument("--seed", type=int, default=None, help="random seed (>= 0)")
+    add_run_options(c, max_new_tokens=256, temperature=0.7)
     c.set_defaults(run=_chat)
     return c
 
