@@ -57,3 +57,27 @@ def test_llama_cpp_on_converted_llama3(hf_dir, tmp_path):
     # llama.cpp's own kernels sum in another order: 1e-4 of the largest logit, as before float32's rtol became 1e-5
     assert_close(ref, hfl, rtol=1e-4, what="llama.cpp on our GGUF vs transformers on the checkpoint")
     assert_close(minillama.load(out).forward(np.array(ids)), ref, rtol=1e-4, what="minillama vs llama.cpp")
+
+
+@pytest.mark.parametrize("style", ["gpt-2", "llama-bpe", "smollm"])
+def test_llama_cpp_tokenizes_our_byte_level_gguf(tmp_path, style):
+    "A byte-level BPE vocabulary written by `minillama convert` is tokenized by llama.cpp as by us and by tokenizers."
+    import json, pydoc_data.topics
+    from minillama.bpe import train_bpe
+    from minillama.checkpoint import save_safetensors, hf_name
+    from minillama.model import LlamaConfig, random_weights
+    ref = train_bpe(list(pydoc_data.topics.topics.values())[:40], style, 1000, ["<|begin_of_text|>", "<|eot_id|>"])
+    d = tmp_path / "ck"; d.mkdir()
+    ref.save(str(d / "tokenizer.json"))
+    cfg = LlamaConfig(dim=64, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=ref.get_vocab_size(), hidden_dim=128,
+                      max_seq_len=256, tie_embeddings=True)
+    save_safetensors(d / "model.safetensors", {hf_name(n): a for n, a in random_weights(cfg).items() if n != "output"})
+    (d / "config.json").write_text(json.dumps(dict(architectures=["LlamaForCausalLM"], model_type="llama",
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=cfg.vocab_size, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True)))
+    out = convert_to_gguf(d, tmp_path / "m.gguf", progress=False)
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, verbose=False, vocab_only=True)
+    ours = Tokenizer.from_file(out)
+    for t in TEXTS + ["I'm 12345 years old!!  Héllo\n\nworld", "a<|eot_id|>b"]:
+        want = ref.encode(t).ids
+        assert ours.encode(t) == want and llm.tokenize(t.encode(), add_bos=False, special=True) == want, t
