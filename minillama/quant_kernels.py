@@ -120,10 +120,12 @@ class TorchQuantWeight:
         z0 = offset + 8 * scale - sum(16 ** p * scale * (k[p] - 8) for p in range(1, n_planes))
         self.planes = []
         for p in range(n_planes):
-            c = ((codes >> (4 * p)) & 15).astype(np.int32) + (k[p] if p else 0)
+            c = codes if CODE_BITS[qtype] == 4 else (codes >> (4 * p)) & 15        # uint8 [N, K], 0..15
+            if p and k[p]: c = c + np.uint8(k[p])
             s = scale * 16 ** p
             z = z0 if p == 0 else np.zeros_like(scale)
-            c, s, z = (np.pad(a, ((0, pad), (0, 0))) for a in (c, s, z))
+            if pad: c, s, z = (np.pad(a, ((0, pad), (0, 0))) for a in (c, s, z))
+            c = c.astype(np.int32)                                              # the packing op takes int32
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c), 2)   # [N, K/2] uint8
             sz = torch.from_numpy(np.stack([s.T, z.T], -1).astype(np.float32)).to(dtype).contiguous()  # [K/32, N, 2]
             self.planes.append((packed, sz))
