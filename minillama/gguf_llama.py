@@ -193,11 +193,13 @@ GGUF_TOKENIZERS: dict = {}   # tokenizer.ggml.model -> read(path, metadata); the
 @patch(cls_method=True)
 def from_gguf(cls: Tokenizer, path):
     "The tokenizer a GGUF file carries in its tokenizer.ggml.* keys, by its tokenizer.ggml.model."
+    # the package's registry, which later chapters fill
+    from minillama.gguf_llama import GGUF_TOKENIZERS as readers
     md = GGUFFile(path).metadata
     kind = md.get("tokenizer.ggml.model")
-    if kind not in GGUF_TOKENIZERS:
-        raise MiniLlamaError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: {', '.join(GGUF_TOKENIZERS)}")
-    return GGUF_TOKENIZERS[kind](path, md)
+    if kind not in readers:
+        raise MiniLlamaError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: {', '.join(readers)}")
+    return readers[kind](path, md)
 
 def sentencepiece_from_gguf(path, md: dict) -> Tokenizer:
     "llama.cpp's 'llama' model: SentencePiece pieces, scores and types."

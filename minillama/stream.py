@@ -296,7 +296,7 @@ def load_streamed(path, backend: str = "numpy", device: str | None = None, dtype
 @patch(as_prop=True)
 def streamer(self: Llama):
     "The LayerStreamer of a streamed model, or None for one held in memory."
-    return self.w.layers.s if isinstance(self.w.layers, StreamedLayers) else None
+    return getattr(self.w.layers, "s", None)                     # StreamedLayers holds it; a plain list does not
 
 # %% ../nbs/19_stream.ipynb #e785bc14
 def shard_layers(src, dst, progress: bool = True, force: bool = False) -> Path:
