@@ -10,6 +10,7 @@ import regex
 from fastcore.basics import patch
 from .core import MiniLlamaError
 from .tokenizer import TOKENIZER_READERS
+from .checkpoint import tokenizer_config, chat_template_of
 from .gguf import LazyStrings
 from .gguf_llama import GGUF_TOKENIZERS, VOCAB_SOURCES
 
@@ -166,16 +167,12 @@ def _patterns(pt, err) -> list[str]:
     if kind == "Digits": return [DIGITS if pt.get("individual_digits") else DIGITS + "+"]
     raise err(f"pre_tokenizer {kind!r} is not supported (ByteLevel, Split, Digits and Sequence are)")
 
-def _read_json(path, what):
-    try: return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise MiniLlamaError(f"{path}: not valid {what} ({e})") from None
-
 def bpe_from_tokenizer_json(path) -> BPETokenizer:
     "A Hugging Face tokenizer.json with a byte-level BPE model (and tokenizer_config.json beside it, if present)."
     path = Path(path)
     err = lambda msg: MiniLlamaError(f"{path}: {msg}")
-    d = _read_json(path, "JSON")
+    try: d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e: raise err(f"not valid JSON ({e})") from None
     if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
         raise err("no 'model' object: not a tokenizer.json")
     m = d["model"]
@@ -199,8 +196,7 @@ def bpe_from_tokenizer_json(path) -> BPETokenizer:
         if t.get("lstrip") or t.get("rstrip") or t.get("single_word"):
             raise err(f"added token {t['content']!r}: lstrip, rstrip and single_word are not supported")
         specials[t["content"]] = t["id"]
-    cfg_path = path.with_name("tokenizer_config.json")
-    cfg = _read_json(cfg_path, "JSON") if cfg_path.is_file() else {}
+    cfg = tokenizer_config(path.parent)
     name = lambda v: v.get("content") if isinstance(v, dict) else v
     tid = lambda t: specials.get(t, vocab.get(t)) if isinstance(t, str) else None
     bos, add_bos = tid(name(cfg.get("bos_token"))), bool(cfg.get("add_bos_token", False))
@@ -209,13 +205,11 @@ def bpe_from_tokenizer_json(path) -> BPETokenizer:
         single = step.get("single") if step.get("type") == "TemplateProcessing" else None
         if single and "SpecialToken" in single[0]:                       # [BOS, $A]: the template adds the BOS token
             bos, add_bos = tid(single[0]["SpecialToken"]["id"]), True
-    template = cfg.get("chat_template")
-    if isinstance(template, list):
-        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
     patterns = _patterns(d.get("pre_tokenizer"), err)
     pre = next((k for k, (p, _) in PRE_TOKENIZERS.items() if p == patterns), None)
     return BPETokenizer(vocab, pairs, specials, patterns, bool(m.get("ignore_merges")), bos_id=bos,
-                        eos_id=tid(name(cfg.get("eos_token"))), add_bos=add_bos, chat_template=template, pre=pre,
+                        eos_id=tid(name(cfg.get("eos_token"))), add_bos=add_bos,
+                        chat_template=chat_template_of(cfg), pre=pre,
                         source=str(path))
 
 TOKENIZER_READERS[".json"] = bpe_from_tokenizer_json

@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_chat.ipynb #a1c3b7ad
 from __future__ import annotations
-import json
+import json, re
 import numpy as np
 from fastcore.basics import patch
 from .core import MiniLlamaError
@@ -42,15 +42,12 @@ def end_of_turn_ids(tok) -> set[int]:
 def encode_chat(tok, text: str) -> list[int]:
     "A rendered conversation -> ids: special tokens in the text become their ids (SentencePiece: its control pieces)."
     if not isinstance(tok, Tokenizer): return tok.encode(text)                    # byte-level BPE parses them itself
-    controls = sorted((p for p, t in zip(tok.pieces, tok.types) if t == CONTROL), key=len, reverse=True)
+    controls = {p: i for i, (p, t) in enumerate(zip(tok.pieces, tok.types)) if t == CONTROL}
     ids, pos = [], 0
-    while pos < len(text):
-        hit = min(((text.find(c, pos), -len(c), c) for c in controls if text.find(c, pos) >= 0), default=None)
-        end = hit[0] if hit else len(text)
-        if end > pos: ids += tok.encode(text[pos:end])
-        if not hit: break
-        ids.append(tok.pieces.index(hit[2])); pos = end + len(hit[2])
-    return ids
+    for m in re.finditer("|".join(map(re.escape, sorted(controls, key=len, reverse=True))), text) if controls else []:
+        if m.start() > pos: ids += tok.encode(text[pos:m.start()])
+        ids.append(controls[m.group()]); pos = m.end()
+    return ids + (tok.encode(text[pos:]) if pos < len(text) else [])
 
 # %% ../nbs/21_chat.ipynb #b6f32660
 class Chat:
@@ -76,9 +73,14 @@ class Chat:
         k = 0
         while k < min(len(ids), len(self.fed)) and ids[k] == self.fed[k]: k += 1
         k = min(k, len(ids) - 1)                                              # always run at least the last token
-        logits = self.model.ops.numpy(self.model.forward(ids[k:], cache=self.cache, start_pos=k))[-1]   # [V]
-        self.fed, self.ran = list(ids), self.ran + len(ids) - k
-        if self.steps is not None: self.steps.append((list(ids), logits))
+        self.fed = self.fed[:k]                                               # what stays valid in the cache
+        return self._feed(ids[k:])
+
+    def _feed(self, new: list[int]):
+        "Run `new` ids at the positions after what the cache holds -> logits [V] of the last one."
+        logits = self.model.ops.numpy(self.model.forward(new, cache=self.cache, start_pos=len(self.fed)))[-1]   # [V]
+        self.fed += new; self.ran += len(new)
+        if self.steps is not None: self.steps.append((list(self.fed), logits))
         return logits
 
 # %% ../nbs/21_chat.ipynb #e3405731
@@ -101,7 +103,7 @@ def send(self: Chat, text: str, max_new_tokens: int = 256, temperature: float = 
         text_now = self.tok.decode(new)
         if not text_now.endswith("\ufffd"):                                  # a character split over tokens: wait
             yield text_now[len(shown):]; shown = text_now
-        logits = self._run(self.fed + [t])
+        logits = self._feed([t])                                             # one token: no prefix to compare
     self.messages.append({"role": "assistant", "content": self.tok.decode(new)})
 
 @patch

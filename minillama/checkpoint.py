@@ -12,7 +12,7 @@ from .model import Llama, LlamaConfig, Weights, weight_shapes, make_ops, FLOAT_T
 
 # %% auto #0
 __all__ = ['ST_DTYPES', 'MAX_HEADER', 'HF_GLOBAL', 'HF_LAYER', 'LOADERS', 'SafetensorsFile', 'save_safetensors', 'hf_name',
-           'config_from_hf', 'Checkpoint', 'load_hf', 'register_loader', 'load']
+           'config_from_hf', 'Checkpoint', 'tokenizer_config', 'chat_template_of', 'load_hf', 'register_loader', 'load']
 
 # %% ../nbs/08_checkpoint.ipynb #39815a26
 ST_DTYPES = {**FLOAT_TYPES, "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -193,6 +193,23 @@ class Checkpoint:
     def weights(self, convert=lambda a, dt: a) -> Weights:
         "All weights, each passed through `convert(array, dtype)`; tied embeddings are converted once and shared."
         return Weights.build(self.config, lambda name: convert(*self.get(name)))
+
+# %% ../nbs/08_checkpoint.ipynb #678a354c
+def tokenizer_config(d) -> dict:
+    "Directory `d`'s tokenizer_config.json as a dict ({} when there is none); MiniLlamaError naming it if it is broken."
+    p = Path(d) / "tokenizer_config.json"
+    if not p.is_file(): return {}
+    try: cfg = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e: raise MiniLlamaError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict): raise MiniLlamaError(f"{p}: not a JSON object")
+    return cfg
+
+def chat_template_of(cfg: dict) -> str | None:
+    "The chat template of a tokenizer_config dict: a string, or the 'default' of a list of named ones; else None."
+    t = cfg.get("chat_template")
+    if isinstance(t, list):
+        t = next((x.get("template") for x in t if isinstance(x, dict) and x.get("name") == "default"), None)
+    return t if isinstance(t, str) else None
 
 # %% ../nbs/08_checkpoint.ipynb #12410e65
 def load_hf(path, ops) -> Llama:

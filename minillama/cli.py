@@ -4,11 +4,11 @@
 
 # %% ../nbs/22_cli.ipynb #813cbaf3
 from __future__ import annotations
-import argparse, json, sys, tempfile
+import argparse, sys, tempfile
 from pathlib import Path
 from .core import MiniLlamaError
 from .tokenizer import Tokenizer
-from .checkpoint import load
+from .checkpoint import load, tokenizer_config, chat_template_of
 from .verify import verify, random_hf_llama
 from .tiny_model import shipped_model
 from .gguf import GGUFFile, ARRAY
@@ -18,8 +18,9 @@ from .stream import shard_layers
 from .chat import Chat
 
 # %% auto #0
-__all__ = ['TOKENIZER_FILES', 'COMMANDS', 'parse_size', 'load_with_tokenizer', 'add_run_options', 'add_generate', 'add_tokenize',
-           'add_convert', 'add_quantize', 'add_inspect', 'add_verify', 'add_chat', 'parser', 'main']
+__all__ = ['TOKENIZER_FILES', 'COMMANDS', 'parse_size', 'load_with_tokenizer', 'find_chat_template', 'add_run_options',
+           'add_generate', 'add_tokenize', 'add_convert', 'add_quantize', 'add_inspect', 'add_verify', 'add_chat',
+           'parser', 'main']
 
 # %% ../nbs/22_cli.ipynb #81e6618d
 def parse_size(s: str) -> int:
@@ -42,12 +43,19 @@ def load_with_tokenizer(path, backend="numpy", device=None, **load_kw):
     if tok_path is None: raise MiniLlamaError(f"{d}: no {' or '.join(TOKENIZER_FILES)} (the model's tokenizer)")
     model = load(path, backend, device=device, **load_kw)
     tok = Tokenizer.from_file(tok_path)
-    if getattr(tok, "chat_template", None) is None and (d / "tokenizer_config.json").is_file():
-        try: tok.chat_template = json.loads((d / "tokenizer_config.json").read_text()).get("chat_template")
-        except (ValueError, UnicodeDecodeError, AttributeError): pass
     if tok.vocab_size > model.cfg.vocab_size:
         raise MiniLlamaError(f"{tok_path}: {tok.vocab_size} pieces but the model has {model.cfg.vocab_size} token ids")
     return model, tok
+
+def find_chat_template(path, tok) -> str | None:
+    """The model's chat template: its tokenizer's own (tokenizer.json, GGUF), else the GGUF key, else
+    tokenizer_config.json."""
+    path = Path(path)
+    if getattr(tok, "chat_template", None): return tok.chat_template
+    if path.suffix == ".gguf":
+        t = GGUFFile(path).metadata.get("tokenizer.chat_template")
+        return t if isinstance(t, str) else None
+    return chat_template_of(tokenizer_config(path if path.is_dir() else path.parent))
 
 
 # %% ../nbs/22_cli.ipynb #979178f7
@@ -256,7 +264,7 @@ def add_verify(sub) -> argparse.ArgumentParser:
 # %% ../nbs/22_cli.ipynb #53e0ba52
 def _chat(a) -> int:
     model, tok = load_with_tokenizer(a.model, a.backend, a.device, **({"dtype": a.dtype} if a.dtype else {}))
-    template = Path(a.template).read_text() if a.template else None
+    template = Path(a.template).read_text() if a.template else find_chat_template(a.model, tok)
     chat = Chat(model, tok, template, system=a.system)
     tty = sys.stdin.isatty()
     while True:

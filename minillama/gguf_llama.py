@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_gguf_llama.ipynb #b490cbc8
 from __future__ import annotations
-import json, math
+import math
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -13,7 +13,7 @@ from .tokenizer import Tokenizer, TOKENIZER_READERS, BYTE
 from .positions import rope_inv_freq, permute_qk_half_to_interleaved
 from .model import (Llama, LlamaConfig, Weights, weight_shapes, make_ops, random_weights, FLOAT_TYPES,
                              WEIGHT_TYPES)
-from .checkpoint import Checkpoint, register_loader
+from .checkpoint import Checkpoint, register_loader, tokenizer_config, chat_template_of
 from .gguf import GGUFFile, LazyStrings, write_gguf
 from .meta import load_meta
 
@@ -166,14 +166,10 @@ def convert_to_gguf(src, dst, outtype: str = "f32", progress: bool = True, force
     vocab = next((tok_dir / f for f in VOCAB_SOURCES if (tok_dir / f).is_file()), None)
     if vocab is None and not no_vocab:
         raise MiniLlamaError(f"{src}: no tokenizer ({' or '.join(VOCAB_SOURCES)}); llama.cpp refuses a GGUF without "
-                             f"one "
-                             "(--no-vocab writes it anyway)")
+                             "one (--no-vocab writes it anyway)")
     if vocab is not None: md.update(VOCAB_SOURCES[vocab.name](vocab))
-    config = tok_dir / "tokenizer_config.json"
-    if config.is_file() and "tokenizer.chat_template" not in md:
-        try: template = json.loads(config.read_text()).get("chat_template")
-        except (ValueError, UnicodeDecodeError, AttributeError): template = None
-        if isinstance(template, str): md["tokenizer.chat_template"] = template
+    template = chat_template_of(tokenizer_config(tok_dir))
+    if template and "tokenizer.chat_template" not in md: md["tokenizer.chat_template"] = template
     for name in weight_shapes(c):
         if name == "output" and c.tie_embeddings: continue
         a = get(name)
