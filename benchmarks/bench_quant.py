@@ -1,43 +1,92 @@
-"""Decode speed and resident memory of F32, Q8_0 and Q4_0 on the ~220M random Llama, numpy and torch backends.
+"""Load time, prefill and decode speed, and resident memory of F32, Q8_0 and Q4_0 on the ~220M random Llama: numpy,
+torch and llama.cpp on the same GGUF files.
 
-Each row runs in a fresh process: load the GGUF (mapped), prefill 16 tokens, time 32 decode steps, then read resident
-memory (anonymous and file-backed) from /proc/self/smaps_rollup; "model" is the growth of RSS from just before the load
-(the interpreter and the imported code excluded). torch runs three ways: the default (float32 activations; quantized
-matrices through torch's int4 weight-only kernel in bfloat16, the fast one), dtype="float32" asked for (every kernel
-in float32: exact, within 1e-5 of numpy, and slow on quantized files) and dtype="bfloat16". "vs F32" compares with the
-F32 file on the same backend and dtype. The bound is the read bandwidth (all cores, measured here) divided by the bytes
-of weights each type reads per token. Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
+One table per type. Each row runs in a fresh process: load the GGUF (mapped; "load s" is that call, warm page cache),
+prefill a 64-token prompt (best of two), time 32 greedy decode steps after it, then read resident memory from
+/proc/self/smaps_rollup ("model" is the growth of RSS from just before the load: the interpreter and the imported code
+excluded). torch runs three ways: the default (float32 activations; quantized matrices through torch's int4
+weight-only kernel in bfloat16, the fast mode), dtype="float32" asked for (every kernel in float32: the exact mode,
+within 1e-5 of numpy) and dtype="bfloat16". llama.cpp is llama-cpp-python with as many threads as cores; where it is
+not installed a line says so and the ratio column stays empty. "of bound" is decode speed over the bound: read
+bandwidth (all cores, measured in this run) / bytes of weights read per token. "vs F32" compares with the F32 file
+on the same backend. Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
-import numpy as np
+
+PROMPT, DECODE = 64, 32
 
 PROBE = r'''
 import json, sys, time, numpy as np
 from minillama.memory import smaps_rollup
-path, backend, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
+path, backend, dtype, P, D = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 if backend == "torch":
-    import torch; torch.set_num_threads(2)
+    import torch; torch.set_num_threads(__import__("os").cpu_count())
 import minillama, minillama.gguf, minillama.quant_kernels
 base = smaps_rollup()["Rss"]                                       # the interpreter and the code, before the model
+t = time.perf_counter()
 m = minillama.load(path, backend, device="cpu" if backend == "torch" else None, dtype=None if dtype == "-" else dtype)
-ids = np.arange(16)
+load = time.perf_counter() - t
+ids = np.random.default_rng(0).integers(1, m.cfg.vocab_size, P)
 gen = lambda n: list(m.generate(ids, max_new_tokens=n, temperature=0))
 gen(2)
-t = time.perf_counter(); gen(1); t1 = time.perf_counter() - t
-t = time.perf_counter(); gen(33); t33 = time.perf_counter() - t
+pre = []
+for _ in range(2):
+    t = time.perf_counter(); m.forward(ids, last_only=True); pre.append(time.perf_counter() - t)
+dec = []
+for _ in range(2):
+    t = time.perf_counter(); gen(1); t1 = time.perf_counter() - t
+    t = time.perf_counter(); gen(D + 1); dec.append(time.perf_counter() - t - t1)
 s = smaps_rollup()
-print(json.dumps(dict(tok_s=32 / (t33 - t1), rss=s["Rss"], anon=s["Anonymous"], model=s["Rss"] - base)))
+print(json.dumps(dict(load=load, prefill=P / min(pre), decode=D / min(dec), rss=s["Rss"], model=s["Rss"] - base)))
 '''
+
+LLAMA_CPP_PROBE = r'''
+import json, os, sys, time, numpy as np
+from minillama.memory import smaps_rollup
+from llama_cpp import Llama
+path, P, D = sys.argv[1], int(sys.argv[4]), int(sys.argv[5])
+base = smaps_rollup()["Rss"]
+t = time.perf_counter()
+llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_threads=os.cpu_count(), n_threads_batch=os.cpu_count(),
+            verbose=False)
+load = time.perf_counter() - t
+ids = [int(i) for i in np.random.default_rng(0).integers(1, llm.n_vocab(), P)]
+def prefill():
+    llm.reset(); t = time.perf_counter(); llm.eval(ids); return time.perf_counter() - t
+def decode(n):                                                     # greedy, one token per eval, after the prompt
+    prefill(); t = time.perf_counter()
+    for _ in range(n): llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    return time.perf_counter() - t
+decode(2)
+pre = min(prefill() for _ in range(2))
+dec = min(decode(D) for _ in range(2))
+s = smaps_rollup()
+print(json.dumps(dict(load=load, prefill=P / pre, decode=D / dec, rss=s["Rss"], model=s["Rss"] - base)))
+'''
+
+RUNS = [("numpy", "numpy", "-"), ("torch (default)", "torch", "-"), ("torch float32", "torch", "float32"),
+        ("torch bfloat16", "torch", "bfloat16"), ("llama.cpp", "llama.cpp", "-")]
+
+
+def run(probe, f, backend, dtype):
+    r = subprocess.run([sys.executable, "-c", probe, str(f), backend, dtype, str(PROMPT), str(DECODE)],
+                       capture_output=True, text=True)
+    if r.returncode: raise SystemExit(f"{backend} {dtype} on {f.name} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/var/tmp")
     a = ap.parse_args()
-    try: import llama_cpp  # noqa: F401
-    except ImportError: print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio "
-                              "to llama.cpp (pip install llama-cpp-python compiles it, about 8 minutes)")
+    try:
+        import llama_cpp  # noqa: F401
+        have_cpp = True
+    except ImportError:
+        have_cpp = False
+        print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio to llama.cpp "
+              "(pip install llama-cpp-python compiles it, about 8 minutes)")
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_forward import read_bandwidth
     from minillama.model import LlamaConfig
@@ -46,27 +95,34 @@ def main():
     from minillama.quantize import quantize_gguf
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
-        cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816, max_seq_len=512)
-        files = {"F32": write_random_gguf(d / "f32.gguf", cfg)}
+        cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816,
+                          max_seq_len=512)
+        files = {"F32": write_random_gguf(d / "f32.gguf", cfg, vocab=True)}       # llama.cpp wants a vocabulary
         for qt in ("q8_0", "q4_0"):
             files[qt.upper()] = quantize_gguf(files["F32"], d / f"{qt}.gguf", qt, progress=False)
         bw = read_bandwidth()
-        print(f"read bandwidth {bw/1e9:.1f} GB/s on {os.cpu_count()} cores\n")
-        print(f"{'type':5s} {'file MiB':>9s} {'bytes/token MiB':>16s} {'bound tok/s':>12s} {'backend':16s} {'tok/s':>7s} "
-              f"{'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s} {'model vs F32':>13s}")
-        ref = {}
+        print(f"read bandwidth {bw/1e9:.1f} GB/s on {os.cpu_count()} cores; prompt {PROMPT} tokens, decode {DECODE}")
+        f32 = {}
         for t, f in files.items():
             g = GGUFFile(f)
             per_token = sum(i["nbytes"] for k, i in g.tensors.items() if k != "token_embd.weight")
-            for be, dt in (("numpy", "-"), ("torch", "-"), ("torch", "float32"), ("torch", "bfloat16")):
-                r = json.loads(subprocess.run([sys.executable, "-c", PROBE, str(f), be, dt], capture_output=True, text=True,
-                                              check=True).stdout.strip().splitlines()[-1])
-                bound = bw / per_token
-                ref.setdefault((be, dt), r)
-                name = be + (" (default)" if dt == "-" and be == "torch" else "" if dt == "-" else f" {dt}")
-                print(f"{t:5s} {f.stat().st_size/2**20:9.0f} {per_token/2**20:16.0f} {bound:12.1f} {name:16s} {r['tok_s']:7.2f} "
-                      f"{r['tok_s']/bound:8.0%} {r['tok_s']/ref[be, dt]['tok_s']:6.2f}x {r['rss']/2**20:8.0f} "
-                      f"{r['model']/2**20:10.0f} {r['model']/ref[be, dt]['model']:12.2f}x")
+            bound = bw / per_token
+            print(f"\n{t}: file {f.stat().st_size/2**20:.0f} MiB, {per_token/2**20:.0f} MiB of weights per token, "
+                  f"decode bound {bound:.1f} tok/s")
+            print(f"{'backend':16s} {'load s':>7s} {'prefill tok/s':>14s} {'vs llama.cpp':>13s} {'decode tok/s':>13s} "
+                  f"{'vs llama.cpp':>13s} {'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s}")
+            rows = {}
+            for name, be, dt in RUNS:
+                if be == "llama.cpp" and not have_cpp: continue
+                rows[name] = run(LLAMA_CPP_PROBE if be == "llama.cpp" else PROBE, f, be, dt)
+            ref = rows.get("llama.cpp")
+            for name, r in rows.items():
+                f32.setdefault(name, r)
+                vs = lambda k: f"{r[k] / ref[k]:.2f}x" if ref else ""
+                print(f"{name:16s} {r['load']:7.2f} {r['prefill']:14.1f} {vs('prefill'):>13s} {r['decode']:13.2f} "
+                      f"{vs('decode'):>13s} "
+                      f"{r['decode']/bound:8.0%} {r['decode']/f32[name]['decode']:6.2f}x {r['rss']/2**20:8.0f} "
+                      f"{r['model']/2**20:10.0f}")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

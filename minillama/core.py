@@ -18,10 +18,12 @@ class MiniLlamaError(ValueError):
 
 class LazyModule:
     "A module imported on first use: code on the numpy path never loads torch (about 200 MB resident and a second)."
-    def __init__(self, name: str): self._name = name
-    def __getattr__(self, attr):
-        import importlib
-        return getattr(importlib.import_module(self._name), attr)
+    def __init__(self, name: str): self._name, self._module = name, None
+    def __getattr__(self, attr):                    # only for names the proxy lacks: the module's attributes
+        if self._module is None:
+            import importlib
+            self._module = importlib.import_module(self._name)   # once; each later lookup is one getattr
+        return getattr(self._module, attr)
     @property
     def available(self) -> bool:
         import importlib.util

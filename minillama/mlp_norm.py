@@ -4,13 +4,23 @@
 
 # %% ../nbs/05_mlp_norm.ipynb #18cd64c2
 from __future__ import annotations
+import functools
 import numpy as np
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np', 'rmsnorm_torch', 'layernorm_np']
+__all__ = ['onednn_linear', 'linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np', 'rmsnorm_torch',
+           'layernorm_np']
 
 # %% ../nbs/05_mlp_norm.ipynb #a2caaa49
+@functools.cache
+def onednn_linear():
+    """torch's oneDNN inner product, `mkldnn._linear_pointwise(x [N, in], W [out, in], bias, "none", [], "")`: the
+    kernel torch's own inference freezing swaps in for nn.Linear on the CPU. None where this torch build lacks it."""
+    if not (torch.available and torch.backends.mkldnn.is_available()): return None
+    try: return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError): return None
+
 def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     "x [..., in] @ W.T, W [out, in] -> [..., out]."
     if not isinstance(W, np.ndarray): return W.linear(x)           # a weight object that multiplies itself
@@ -22,11 +32,15 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     return y.reshape(*x.shape[:-1], W.shape[0])
 
 def linear_torch(x, W):
-    "torch version of `linear_np` (gemv for one row, which is a little faster than F.linear's gemm there)."
+    """torch version of `linear_np`. float32 on the CPU goes to oneDNN's inner product (`onednn_linear`), elsewhere
+    gemv for one row (a little faster than F.linear's gemm there) and F.linear for several."""
     if not isinstance(W, torch.Tensor): return W.linear(x)        # a weight object that multiplies itself
-    x2 = x.reshape(-1, x.shape[-1])
-    if x2.shape[0] == 1: return (W @ x2[0]).reshape(*x.shape[:-1], W.shape[0])
-    return torch.nn.functional.linear(x, W)
+    x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
+    if W.device.type == "cpu" and x.dtype == W.dtype == torch.float32 and W.is_contiguous() and onednn_linear():
+        y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")    # [N, in] @ [out, in].T -> [N, out]
+    elif x2.shape[0] == 1: y = (W @ x2[0])[None]                   # gemv: [out, in] @ [in] -> [1, out]
+    else: y = torch.nn.functional.linear(x2, W)                    # gemm: [N, in] @ [out, in].T -> [N, out]
+    return y.reshape(*x.shape[:-1], W.shape[0])
 
 # %% ../nbs/05_mlp_norm.ipynb #9fa71fa4
 def silu_np(x: np.ndarray) -> np.ndarray:
@@ -51,9 +65,9 @@ def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x * (1 / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(eps))).astype(x.dtype) * w
 
 def rmsnorm_torch(x, w, eps: float):
-    "torch version of `rmsnorm_np`, in float32 for any input dtype as transformers does."
-    x32 = x.float()
-    return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    "torch version of `rmsnorm_np` (torch's fused `rms_norm`), in float32 for any input dtype as transformers does."
+    if x.dtype == w.dtype == torch.float32: return torch.nn.functional.rms_norm(x, w.shape, w, eps)
+    return w * torch.nn.functional.rms_norm(x.float(), w.shape, eps=eps).to(x.dtype)
 
 def layernorm_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     "x [..., D]: (x - mean) / sqrt(var + eps) * w + b (GPT-2's norm, for comparison)."

@@ -52,13 +52,15 @@ def quantize_q4_0(x: np.ndarray, what: str = "tensor") -> np.ndarray:
 QUANTIZERS = {"Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0}
 
 # %% ../nbs/15_quant.ipynb #77270e02
-def _f16(b, i): return b[:, i:i + 2].copy().view(np.float16).astype(np.float32)       # [blocks, 1]
+def _f16(b, i): return b[:, i:i + 2].view(np.float16).astype(np.float32)    # 2 bytes of each block -> [blocks, 1]
 
 def _codes(b, lo, hi=None):
     """4- or 5-bit codes of 32-blocks as uint8 [blocks, 32]: the low nibbles of bytes lo:lo+16, then their high nibbles;
     plus 16 x the bits of the 4 bytes at `hi` (weight j's bit is bit j)."""
-    qs = b[:, lo:lo + 16]
-    c = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+    qs = np.ascontiguousarray(b[:, lo:lo + 16])                       # [blocks, 16]: one strided copy, then
+    c = np.empty((len(b), 2, 16), np.uint8)                           # whole-array ops, written in place
+    np.bitwise_and(qs, 0xF, out=c[:, 0]); np.right_shift(qs, 4, out=c[:, 1])
+    c = c.reshape(len(b), 32)
     if hi is not None:
         c = c | (((b[:, hi:hi + 4].copy().view("<u4") >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
     return c

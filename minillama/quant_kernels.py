@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_quant_kernels.ipynb #8f98b975
 from __future__ import annotations
-import os
+import functools, os
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from .core import MiniLlamaError, to_numpy, torch
@@ -13,7 +13,8 @@ from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
-__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'TorchQuantWeight', 'quant_weight']
+__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
+           'TorchQuantWeight', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 _NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
@@ -88,7 +89,7 @@ AFFINE = {   # blocks [n, bytes] -> (codes uint8 [n, block], scale [n, block/32]
     "Q4_1": lambda b: (_codes(b, 4), _f16(b, 0), _f16(b, 2)),
     "Q5_0": lambda b: (_codes(b, 6, 2), _f16(b, 0), -16 * _f16(b, 0)),
     "Q5_1": lambda b: (_codes(b, 8, 4), _f16(b, 0), _f16(b, 2)),
-    "Q8_0": lambda b: ((b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8), _f16(b, 0), -128 * _f16(b, 0)),
+    "Q8_0": lambda b: (b[:, 2:] ^ np.uint8(0x80), _f16(b, 0), -128 * _f16(b, 0)),   # int8 + 128, as uint8
     "Q4_K": _k_codes,
     "Q5_K": lambda b: _k_codes(b, qh=True),
 }
@@ -102,40 +103,70 @@ def affine_codes(raw: np.ndarray, qtype: str):
     N = raw.shape[0]
     return c.reshape(N, -1), s.reshape(N, -1), o.reshape(N, -1)
 
+# %% ../nbs/16_quant_kernels.ipynb #f47cc1b7
+def pack_int4(c: np.ndarray, bn: int, out: np.ndarray | None = None) -> np.ndarray:
+    """4-bit codes uint8 [N, K] (N a multiple of bn) -> the int4 kernel's layout [N, K/2] (into `out` if given): each
+    block of bn rows k-major, byte (k, d) = c[d + bn/2, k] · 16 + c[d, k]."""
+    N, K = c.shape
+    b = c.reshape(N // bn, 2, bn // 2 * K)                            # [blocks, 2 halves, bn/2 · K]
+    p = b[:, 0] | b[:, 1] * np.uint8(16)                              # (· 16: numpy's uint8 << is not vectorised)
+    out = np.empty((N, K // 2), np.uint8) if out is None else out
+    out.reshape(N // bn, K, bn // 2)[:] = p.reshape(N // bn, bn // 2, K).transpose(0, 2, 1)
+    return out
+
+@functools.cache
+def int4_block() -> int:
+    """Rows per block of torch's int4 layout on this CPU, found by packing a probe with torch's op and with
+    `pack_int4`; 0 if neither 32 nor 64 matches (torch's op then packs)."""
+    c = np.random.default_rng(0).integers(0, 16, (128, 64), dtype=np.uint8)
+    ref = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c.astype(np.int32)), 2).numpy()
+    return next((bn for bn in (32, 64) if np.array_equal(pack_int4(c, bn), ref)), 0)
+
+def int4_packed(c: np.ndarray, out: np.ndarray) -> None:
+    "Codes uint8 [N, K] (N a multiple of 64, K of 32) -> `out` uint8 [N, K/2] for `_weight_int4pack_mm_for_cpu`."
+    if int4_block(): pack_int4(c, int4_block(), out)
+    else: out[:] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c.astype(np.int32)), 2).numpy()
+
 # %% ../nbs/16_quant_kernels.ipynb #2dd1f625
 class TorchQuantWeight:
     "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
     def __init__(self, raw: np.ndarray, qtype: str, dtype, out_dtype=None):
         "`dtype`: the kernel's compute type; `out_dtype` (default `dtype`): what `linear` and lookups return."
-        codes, scale, offset = affine_codes(raw, qtype)                        # [N, K] u8, [N, K/32] f32 x 2
+        n, nb = BLOCKS[qtype]
         self.raw, self.qtype, self.dtype, self.out_dtype = raw, qtype, dtype, out_dtype or dtype
-        self.shape = (codes.shape[0], codes.shape[1])
-        N, pad = self.shape[0], -self.shape[0] % 16                            # the kernel wants N in multiples of 16
-        n_planes = -(-CODE_BITS[qtype] // 4)
+        N, K = self.shape = (raw.shape[0], raw.shape[1] // nb * n)
+        P, Np = -(-CODE_BITS[qtype] // 4), N + -N % 64                          # planes; whole blocks of 64 rows
+        self._packed = np.zeros((P, Np, K // 2), np.uint8)                      # rows past N stay zero
+        self._sz = np.zeros((P, K // 32, Np, 2), np.float32)                    # per group of 32: (scale, zero)
+        starts = range(0, N, max(64, Np // THREADS // 64 * 64))                 # one run of rows per core
+        list(_pool().map(self._pack_rows, starts, [starts.step] * len(starts)))
+        self.planes = [(torch.from_numpy(self._packed[p]), torch.from_numpy(self._sz[p]).to(dtype)) for p in range(P)]
+        self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
+        weight_copied(raw, self)                                               # packed now: the file's pages can go
+
+    def _pack_rows(self, r: int, n: int):
+        "Rows r:r+n of the stored matrix -> their planes, packed, with scales and zeros (numpy, on any thread)."
+        codes, scale, offset = affine_codes(self.raw[r:r + n], self.qtype)     # [n, K] u8, [n, K/32] f32 x 2
+        m, P = len(codes), len(self._packed)
         scale, offset = scale.astype(np.float64), offset.astype(np.float64)
         # code = Σ_p 16^p c_p. Plane p stores c_p + k_p (k_p = 8 when c_p fits in 3 bits, so it needs no shift) and
         # computes (stored - 8)·16^p·scale; plane 0's zero absorbs the offset and the shifts. Planes then stay about
         # as large as w itself: no cancellation between big terms, which bfloat16 outputs could not afford.
-        k = [8 if CODE_BITS[qtype] - 4 * p <= 3 else 0 for p in range(n_planes)]
-        z0 = offset + 8 * scale - sum(16 ** p * scale * (k[p] - 8) for p in range(1, n_planes))
-        self.planes = []
-        for p in range(n_planes):
-            c = codes if CODE_BITS[qtype] == 4 else (codes >> (4 * p)) & 15        # uint8 [N, K], 0..15
+        k = [8 if CODE_BITS[self.qtype] - 4 * p <= 3 else 0 for p in range(P)]
+        z0 = offset + 8 * scale - sum(16 ** p * scale * (k[p] - 8) for p in range(1, P))
+        if m % 64: codes = np.pad(codes, ((0, -m % 64), (0, 0)))               # the last run: whole blocks
+        for p in range(P):
+            c = codes if P == 1 else (codes >> (4 * p)) & 15                   # uint8 [n, K], 0..15
             if p and k[p]: c = c + np.uint8(k[p])
-            s = scale * 16 ** p
-            z = z0 if p == 0 else np.zeros_like(scale)
-            if pad: c, s, z = (np.pad(a, ((0, pad), (0, 0))) for a in (c, s, z))
-            c = c.astype(np.int32)                                              # the packing op takes int32
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c), 2)   # [N, K/2] uint8
-            sz = torch.from_numpy(np.stack([s.T, z.T], -1).astype(np.float32)).to(dtype).contiguous()  # [K/32, N, 2]
-            self.planes.append((packed, sz))
-        self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
-        weight_copied(raw, self)                                               # packed now: the file's pages can go
+            int4_packed(c, self._packed[p, r:r + len(c)])
+            self._sz[p, :, r:r + m, 0] = scale.T * 16 ** p
+            if p == 0: self._sz[p, :, r:r + m, 1] = z0.T
 
     def linear(self, x):
         "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
-        x2 = x.reshape(-1, self.shape[1]).to(self.dtype)                      # [M, K]
-        y = sum(torch.ops.aten._weight_int4pack_mm_for_cpu(x2, p, 32, sz) for p, sz in self.planes)   # [M, N + pad]
+        x2, mm = x.reshape(-1, self.shape[1]).to(self.dtype), torch.ops.aten._weight_int4pack_mm_for_cpu   # [M, K]
+        y = mm(x2, self.planes[0][0], 32, self.planes[0][1])                   # [M, N + pad]
+        for p, sz in self.planes[1:]: y += mm(x2, p, 32, sz)
         return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
     def __getitem__(self, ids):

@@ -110,3 +110,28 @@ def test_prefix_once_many_suffixes(backend, rng):
         lp = log_softmax(to_numpy(m.forward(seq)))
         want = lp[np.arange(len(prefix) - 1, len(seq) - 1), c_].sum()
         assert abs(g - want) <= 1e-5 * abs(want) + 1e-5, (g, want)
+
+
+def test_torch_cpu_kernels_match_numpy(rng):
+    "The fast torch CPU kernels (oneDNN linear, fused rms_norm, complex RoPE) against numpy, and each one sharp."
+    from minillama.mlp_norm import linear_np, linear_torch, onednn_linear, rmsnorm_np, rmsnorm_torch
+    from minillama.positions import rope_cos_sin, rope_interleaved_np, rope_interleaved_torch, rope_inv_freq
+    assert onednn_linear() is not None                                  # this torch has oneDNN: the path is taken
+    W = rng.standard_normal((300, 96)).astype(np.float32)
+    for shape in ((1, 1, 96), (2, 7, 96)):                              # one token (decode) and a batch of prompts
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert_close(linear_torch(torch.from_numpy(x), torch.from_numpy(W)), linear_np(x, W), what=f"linear {shape}")
+    x = rng.standard_normal((2, 7, 96)).astype(np.float32)
+    wrong = linear_torch(torch.from_numpy(x), torch.from_numpy(W[::-1].copy()))
+    assert not compare(wrong, linear_np(x, W), verbose=False)["ok"]
+    w = rng.standard_normal(96).astype(np.float32)
+    assert_close(rmsnorm_torch(torch.from_numpy(x), torch.from_numpy(w), 1e-5), rmsnorm_np(x, w, 1e-5), what="rmsnorm")
+    assert not compare(rmsnorm_torch(torch.from_numpy(x), torch.from_numpy(w), 1e-1), rmsnorm_np(x, w, 1e-5),
+                       verbose=False)["ok"]
+    q = rng.standard_normal((2, 4, 7, 32)).astype(np.float32)          # [B, H, T, hd]
+    cos, sin = rope_cos_sin(np.arange(5, 12), rope_inv_freq(32))
+    qt = torch.from_numpy(q.transpose(0, 2, 1, 3).copy()).transpose(1, 2)   # non-contiguous, as heads() makes it
+    ref = rope_interleaved_np(q, cos, sin)
+    assert_close(rope_interleaved_torch(qt, torch.from_numpy(cos), torch.from_numpy(sin)), ref, what="RoPE complex")
+    assert not compare(rope_interleaved_torch(qt, torch.from_numpy(sin), torch.from_numpy(cos)), ref,
+                       verbose=False)["ok"]

@@ -11,7 +11,7 @@ from minillama.cli import main, shipped_model
 from minillama.core import MiniLlamaError, assert_close
 from minillama.gguf import GGUFFile
 from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
-from minillama.quant_kernels import AFFINE, QuantWeight, TorchQuantWeight, affine_codes
+from minillama.quant_kernels import AFFINE, CODE_BITS, QuantWeight, TorchQuantWeight, affine_codes, int4_block, pack_int4
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -93,7 +93,7 @@ def test_q4_k_quantizer(rng):
 def test_torch_int4_planes(qt, rng):
     "Every affine type, numpy chunks and torch's int4 kernel: equal to the dequantized product (float32, bfloat16 tolerances)."
     n, nb = BLOCKS[qt]
-    raw = rng.integers(0, 256, size=(37, 512 // n * nb), dtype=np.uint8)       # 37 rows: padded to 48 inside
+    raw = rng.integers(0, 256, size=(37, 512 // n * nb), dtype=np.uint8)       # 37 rows: padded to 64 inside
     blocks = raw.reshape(-1, nb)
     for off in {"Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2)}.get(qt, (0,)):
         blocks[:, off:off + 2] = np.float16(rng.uniform(-0.01, 0.01, len(blocks))).view(np.uint8).reshape(-1, 2)
@@ -105,12 +105,34 @@ def test_torch_int4_planes(qt, rng):
     assert_close(qw.linear(x), x @ W.T, what=f"{qt} numpy chunks")
     assert_close(qw.linear(x[0, :1]), x[0, :1] @ W.T, what=f"{qt} numpy one row")
     tw = TorchQuantWeight(raw, qt, torch.float32)
-    assert tw.shape == (37, 512) and tw.nbytes < W.nbytes / 2
+    planes = -(-CODE_BITS[qt] // 4)                    # per plane: 64 rows of 256 packed bytes, 16 float32 (scale, zero)
+    assert tw.shape == (37, 512) and tw.nbytes == planes * 64 * (256 + 16 * 2 * 4)
     assert_close(tw.linear(torch.from_numpy(x)), x @ W.T, what=f"{qt} int4 planes, float32")
     assert_close(tw.linear(torch.from_numpy(x[0, :1])), x[0, :1] @ W.T, what=f"{qt} one row")
     tb = TorchQuantWeight(raw, qt, torch.bfloat16)
     assert_close(tb.linear(torch.from_numpy(x).bfloat16()), x @ W.T, "bfloat16", what=f"{qt} int4 planes, bfloat16")
     assert torch.equal(tw[np.array([[3, 36]])], torch.from_numpy(W[[3, 36]][None]))
+
+
+def test_pack_int4_is_torchs_layout(rng):
+    "Our numpy packing writes the bytes torch's own packing op writes; the block size is found and matters."
+    c = rng.integers(0, 16, (192, 256), dtype=np.uint8)
+    ref = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c.astype(np.int32)), 2).numpy()
+    bn = int4_block()
+    assert bn in (32, 64) and np.array_equal(pack_int4(c, bn), ref)
+    assert not np.array_equal(pack_int4(c, 96 - bn), ref)
+    c[5, 7] ^= 1                                                                   # one code changed: one byte differs
+    assert (pack_int4(c, bn) != ref).sum() == 1
+
+
+@pytest.mark.parametrize("qt", ["Q4_0", "Q8_0"])
+def test_torch_int4_rows_in_several_runs(qt, rng):
+    "A matrix packed in runs of rows on threads (the last one padded) multiplies as the dequantized one does."
+    W = (rng.standard_normal((200, 256)) * 0.05).astype(np.float32)
+    raw = QUANTIZERS[qt](W)
+    tw = TorchQuantWeight(raw, qt, torch.float32)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    assert_close(tw.linear(torch.from_numpy(x)), x @ dequantize(raw, qt).T, what=f"{qt}, 200 rows")
 
 
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
