@@ -141,6 +141,7 @@ class TorchQuantWeight:
         starts = range(0, N, max(64, Np // THREADS // 64 * 64))                 # one run of rows per core
         list(_pool().map(self._pack_rows, starts, [starts.step] * len(starts)))
         self.planes = [(torch.from_numpy(self._packed[p]), torch.from_numpy(self._sz[p]).to(dtype)) for p in range(P)]
+        del self._packed, self._sz                                             # the planes hold what they need
         self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
         weight_copied(raw, self)                                               # packed now: the file's pages can go
 
