@@ -1,10 +1,13 @@
-"""Prefill and decode speed of minillama (numpy, torch) and transformers on one random ~220M Llama.
+"""Prefill and decode speed of minillama (numpy, torch), transformers and llama.cpp on one random ~220M Llama.
 
-Prints a table with each decode speed as a fraction of the memory-bandwidth bound:
+The Hugging Face checkpoint is also converted to an F32 GGUF (with a synthetic 32,000-piece vocabulary, which
+llama.cpp requires) for llama.cpp (llama-cpp-python, as many threads as cores), where it is installed. Prints a table
+with each speed as a ratio to llama.cpp's (or to transformers' without it) and each decode speed as a fraction of the
+memory-bandwidth bound:
     decode bound (tokens/s) = read bandwidth (all cores, measured here) / bytes of weights read per token
 Usage: python benchmarks/bench_forward.py [--prompt 128] [--decode 32] [--small]
 """
-import argparse, os, tempfile, threading, time
+import argparse, atexit, os, shutil, tempfile, threading, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -35,15 +38,36 @@ def best_time(f, repeat=3):
     return min(time.perf_counter() - t for _ in range(repeat) for t in [time.perf_counter()] if f() is not False)
 
 
+def llama_cpp_speeds(llama_cpp, ckpt: Path, ids: np.ndarray, n_decode: int) -> tuple[float, float]:
+    "(prefill, decode) tokens/s of llama.cpp on the checkpoint converted to an F32 GGUF, timed as the others are."
+    from minillama.gguf_llama import VOCAB_SOURCES, convert_to_gguf, synthetic_vocab, tokenizer_metadata
+    (ckpt / "synthetic.vocab").touch()                      # the registry's hook: this name gives 32,000 pieces
+    VOCAB_SOURCES["synthetic.vocab"] = lambda p: tokenizer_metadata(synthetic_vocab(32000))
+    path = convert_to_gguf(ckpt, ckpt / "model.gguf", progress=False)
+    n = os.cpu_count() or 1
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=n, n_threads_batch=n, verbose=False)
+    prompt = [int(i) for i in ids]
+    def prefill(p):
+        llm.reset(); llm.eval(p)
+    def decode(k):                                           # greedy, one token per eval, after a 16-token prompt
+        prefill(prompt[:16])
+        for _ in range(k): llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    t_pre = best_time(lambda: prefill(prompt))
+    t_dec = (best_time(lambda: decode(n_decode + 1), 2) - best_time(lambda: decode(1), 2)) / n_decode
+    return len(prompt) / t_pre, 1 / t_dec
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompt", type=int, default=128, help="prefill length (default 128)")
     ap.add_argument("--decode", type=int, default=32, help="tokens to decode (default 32)")
     ap.add_argument("--small", action="store_true", help="a 4-layer dim-256 model, for a quick smoke run")
     a = ap.parse_args()
-    try: import llama_cpp  # noqa: F401
-    except ImportError: print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio "
-                              "to llama.cpp (pip install llama-cpp-python compiles it, about 8 minutes)")
+    try: import llama_cpp
+    except ImportError:
+        llama_cpp = None
+        print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio to llama.cpp "
+              "(pip install llama-cpp-python compiles it, about 8 minutes)")
     torch.set_num_threads(os.cpu_count() or 1)
     shape = (dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4) if a.small else
              dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16))
@@ -51,6 +75,7 @@ def main():
     hf = LlamaForCausalLM(HFConfig(**shape, num_key_value_heads=shape["num_attention_heads"], vocab_size=32000,
                                    max_position_embeddings=2048)).eval()
     d = Path(tempfile.mkdtemp(prefix="minillama-bench-"))
+    atexit.register(shutil.rmtree, d, True)                 # the checkpoint and its GGUF: about 1.8 GB
     hf.save_pretrained(d)
     models = {"numpy": minillama.load(d, "numpy"), "torch": minillama.load(d, "torch", device="cpu")}
     cfg = models["numpy"].cfg
@@ -72,6 +97,7 @@ def main():
         gen = lambda n: lambda: hf.generate(tid[:, :16], max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
         t_dec = (best_time(gen(a.decode + 1), 2) - best_time(gen(1), 2)) / a.decode
     rows["transformers"] = (a.prompt / t_pre, 1 / t_dec)
+    if llama_cpp is not None: rows["llama.cpp"] = llama_cpp_speeds(llama_cpp, d, ids, a.decode)
 
     # the bandwidth is measured before and after the timings and the best kept: a low reading (a noisy neighbour, page
     # cache churn) would lower the bound and flatter every ratio below
@@ -79,11 +105,13 @@ def main():
     bound = bw / per_token
     print(f"model: {n_params/1e6:.0f}M parameters, {per_token/2**20:.0f} MiB of weights read per token (float32); "
           f"read bandwidth {bw/1e9:.1f} GB/s on {os.cpu_count()} cores (best of before/after) -> decode bound {bound:.1f} tokens/s")
-    ref_pre = rows["transformers"][0]
-    print(f"\n{'implementation':14s} {'prefill tok/s':>14s} {'vs transformers':>16s} {'decode tok/s':>13s} {'of bound':>9s}")
+    ref = "llama.cpp" if "llama.cpp" in rows else "transformers"
+    ref_pre, ref_dec = rows[ref]
+    print(f"\n{'implementation':14s} {'prefill tok/s':>14s} {'vs ' + ref:>16s} {'decode tok/s':>13s} {'vs ' + ref:>16s} "
+          f"{'of bound':>9s}")
     for name, (pre, dec) in rows.items():
-        print(f"{name:14s} {pre:14.1f} {pre/ref_pre:15.2f}x {dec:13.2f} {dec/bound:8.0%}")
-    print(f"{'bound':14s} {'':14s} {'':16s} {bound:13.2f} {1:8.0%}")
+        print(f"{name:14s} {pre:14.1f} {pre/ref_pre:15.2f}x {dec:13.2f} {dec/ref_dec:15.2f}x {dec/bound:8.0%}")
+    print(f"{'bound':14s} {'':14s} {'':16s} {bound:13.2f} {'':16s} {1:8.0%}")
 
 
 if __name__ == "__main__":
