@@ -8,13 +8,13 @@ import functools, os
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from .core import MiniLlamaError, to_numpy, torch
-from .mlp_norm import linear_np
+from .mlp_norm import linear_np, linear_torch
 from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
-__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
-           'TorchQuantWeight', 'quant_weight']
+__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block',
+           'int4_packed', 'TorchQuantWeight', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 _NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
@@ -128,6 +128,8 @@ def int4_packed(c: np.ndarray, out: np.ndarray) -> None:
     else: out[:] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c.astype(np.int32)), 2).numpy()
 
 # %% ../nbs/16_quant_kernels.ipynb #2dd1f625
+DEQUANT_ROWS = 64          # rows x planes from which one dequantization and a float32 GEMM beat the int4 kernel
+
 class TorchQuantWeight:
     "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
     def __init__(self, raw: np.ndarray, qtype: str, dtype, out_dtype=None):
@@ -164,11 +166,22 @@ class TorchQuantWeight:
             if p == 0: self._sz[p, :, r:r + m, 1] = z0.T
 
     def linear(self, x):
-        "x [..., K] -> [..., N]: one int4 matmul per plane, summed."
-        x2, mm = x.reshape(-1, self.shape[1]).to(self.dtype), torch.ops.aten._weight_int4pack_mm_for_cpu   # [M, K]
-        y = mm(x2, self.planes[0][0], 32, self.planes[0][1])                   # [M, N + pad]
-        for p, sz in self.planes[1:]: y += mm(x2, p, 32, sz)
+        """x [..., K] -> [..., N]: one int4 matmul per plane, summed; for many rows (a prompt) the matrix dequantized
+        once and multiplied in float32, which is faster there."""
+        x2 = x.reshape(-1, self.shape[1])                                      # [M, K]
+        if len(x2) * len(self.planes) >= DEQUANT_ROWS:
+            y = linear_torch(x2.float(), self.dequantized_torch())             # [M, K] @ [N, K].T -> [M, N]
+        else:
+            x2, mm = x2.to(self.dtype), torch.ops.aten._weight_int4pack_mm_for_cpu
+            y = mm(x2, self.planes[0][0], 32, self.planes[0][1])               # [M, N + pad]
+            for p, sz in self.planes[1:]: y += mm(x2, p, 32, sz)
         return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
+
+    def dequantized_torch(self):
+        "The float32 matrix [N, K] on torch, as `offset + scale · code` from the stored blocks."
+        c, s, o = affine_codes(self.raw, self.qtype)                           # [N, K] u8, [N, K/32] f32 x 2
+        w = torch.from_numpy(c).view(len(c), -1, 32).float()                   # [N, K/32, 32]
+        return w.mul_(torch.from_numpy(s)[..., None]).add_(torch.from_numpy(o)[..., None]).view(self.shape)
 
     def __getitem__(self, ids):
         "Rows `ids` dequantized (the embedding lookup), on torch."
