@@ -128,7 +128,7 @@ def int4_packed(c: np.ndarray, out: np.ndarray) -> None:
     else: out[:] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(c.astype(np.int32)), 2).numpy()
 
 # %% ../nbs/16_quant_kernels.ipynb #2dd1f625
-DEQUANT_ROWS = 64          # rows x planes from which one dequantization and a float32 GEMM beat the int4 kernel
+DEQUANT_ROWS = 96          # rows x planes from which one dequantization and a float32 GEMM beat the int4 kernel
 
 class TorchQuantWeight:
     "A quantized matrix [N, K] on torch (CPU), kept as 4-bit planes for torch's int4 weight-only matmul."
