@@ -1,15 +1,15 @@
 """Load time, prefill and decode speed, and resident memory of F32, Q8_0 and Q4_0 on the ~220M random Llama: numpy,
-torch and llama.cpp on the same GGUF files.
-
-One table per type. Each row runs in a fresh process: load the GGUF (mapped; "load s" is that call, warm page cache),
-prefill a 64-token prompt (best of two), time 32 greedy decode steps after it, then read resident memory from
-/proc/self/smaps_rollup ("model" is the growth of RSS from just before the load: the interpreter and the imported code
-excluded). torch runs three ways: the default (float32 activations; quantized matrices through torch's int4
-weight-only kernel in bfloat16, the fast mode), dtype="float32" asked for (every kernel in float32: the exact mode,
-within 1e-5 of numpy) and dtype="bfloat16". llama.cpp is llama-cpp-python with as many threads as cores; where it is
-not installed a line says so and the ratio column stays empty. "of bound" is decode speed over the bound: read
-bandwidth (all cores, measured in this run) / bytes of weights read per token. "vs F32" compares with the F32 file
-on the same backend. Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
+torch and llama.cpp on the same GGUF files. One table per type. Each row runs in a fresh process: load the GGUF
+(mapped; "load s" is that call, warm page cache), prefill a 64-token prompt (best of two), time 32 greedy decode
+steps after it, then read resident memory from /proc/self/smaps_rollup ("model" is the growth of RSS from just
+before the load: the interpreter and the imported code excluded; "anon" the growth of anonymous memory alone,
+without the file's mapped pages, which the kernel can reclaim). torch runs three ways: the default (float32
+activations; quantized matrices through torch's int4 weight-only kernel in bfloat16, the fast mode),
+dtype="float32" asked for (every kernel in float32: the exact mode, within 1e-5 of numpy) and dtype="bfloat16".
+llama.cpp is llama-cpp-python with as many threads as cores; where it is not installed a line says so and the ratio
+column stays empty. "of bound" is decode speed over the bound: read bandwidth (all cores, measured in this run) /
+bytes of weights read per token. "vs F32" compares with the F32 file on the same backend.
+Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
@@ -23,7 +23,7 @@ path, backend, dtype, P, D = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv
 if backend == "torch":
     import torch; torch.set_num_threads(__import__("os").cpu_count())
 import minillama, minillama.gguf, minillama.quant_kernels
-base = smaps_rollup()["Rss"]                                       # the interpreter and the code, before the model
+base = smaps_rollup()                                              # the interpreter and the code, before the model
 t = time.perf_counter()
 m = minillama.load(path, backend, device="cpu" if backend == "torch" else None, dtype=None if dtype == "-" else dtype)
 load = time.perf_counter() - t
@@ -38,7 +38,8 @@ for _ in range(2):
     t = time.perf_counter(); gen(1); t1 = time.perf_counter() - t
     t = time.perf_counter(); gen(D + 1); dec.append(time.perf_counter() - t - t1)
 s = smaps_rollup()
-print(json.dumps(dict(load=load, prefill=P / min(pre), decode=D / min(dec), rss=s["Rss"], model=s["Rss"] - base)))
+print(json.dumps(dict(load=load, prefill=P / min(pre), decode=D / min(dec), rss=s["Rss"], model=s["Rss"] - base["Rss"],
+                      anon=s["Anonymous"] - base["Anonymous"])))
 '''
 
 LLAMA_CPP_PROBE = r'''
@@ -46,7 +47,7 @@ import json, os, sys, time, numpy as np
 from minillama.memory import smaps_rollup
 from llama_cpp import Llama
 path, P, D = sys.argv[1], int(sys.argv[4]), int(sys.argv[5])
-base = smaps_rollup()["Rss"]
+base = smaps_rollup()
 t = time.perf_counter()
 llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_threads=os.cpu_count(), n_threads_batch=os.cpu_count(),
             verbose=False)
@@ -62,7 +63,8 @@ decode(2)
 pre = min(prefill() for _ in range(2))
 dec = min(decode(D) for _ in range(2))
 s = smaps_rollup()
-print(json.dumps(dict(load=load, prefill=P / pre, decode=D / dec, rss=s["Rss"], model=s["Rss"] - base)))
+print(json.dumps(dict(load=load, prefill=P / pre, decode=D / dec, rss=s["Rss"], model=s["Rss"] - base["Rss"],
+                      anon=s["Anonymous"] - base["Anonymous"])))
 '''
 
 RUNS = [("numpy", "numpy", "-"), ("torch (default)", "torch", "-"), ("torch float32", "torch", "float32"),
@@ -110,7 +112,8 @@ def main():
             print(f"\n{t}: file {f.stat().st_size/2**20:.0f} MiB, {per_token/2**20:.0f} MiB of weights per token, "
                   f"decode bound {bound:.1f} tok/s")
             print(f"{'backend':16s} {'load s':>7s} {'prefill tok/s':>14s} {'vs llama.cpp':>13s} {'decode tok/s':>13s} "
-                  f"{'vs llama.cpp':>13s} {'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s}")
+                  f"{'vs llama.cpp':>13s} {'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s} "
+                  f"{'anon MiB':>9s}")
             rows = {}
             for name, be, dt in RUNS:
                 if be == "llama.cpp" and not have_cpp: continue
@@ -122,7 +125,7 @@ def main():
                 print(f"{name:16s} {r['load']:7.2f} {r['prefill']:14.1f} {vs('prefill'):>13s} {r['decode']:13.2f} "
                       f"{vs('decode'):>13s} "
                       f"{r['decode']/bound:8.0%} {r['decode']/f32[name]['decode']:6.2f}x {r['rss']/2**20:8.0f} "
-                      f"{r['model']/2**20:10.0f}")
+                      f"{r['model']/2**20:10.0f} {r['anon']/2**20:9.0f}")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -169,19 +169,21 @@ class TorchQuantWeight:
         """x [..., K] -> [..., N]: one int4 matmul per plane, summed; for many rows (a prompt) the matrix dequantized
         once and multiplied in float32, which is faster there."""
         x2 = x.reshape(-1, self.shape[1])                                      # [M, K]
-        if len(x2) * len(self.planes) >= DEQUANT_ROWS:
-            y = linear_torch(x2.float(), self.dequantized_torch())             # [M, K] @ [N, K].T -> [M, N]
+        if len(x2) * len(self.planes) >= DEQUANT_ROWS:                       # a few MB of float32 rows at a time
+            x2, step = x2.float(), max(64, (1 << 20) // self.shape[1])
+            y = torch.cat([linear_torch(x2, self.dequantized_torch(r, r + step))   # [M, K] @ [step, K].T
+                           for r in range(0, self.shape[0], step)], dim=1)         # -> [M, N]
         else:
             x2, mm = x2.to(self.dtype), torch.ops.aten._weight_int4pack_mm_for_cpu
             y = mm(x2, self.planes[0][0], 32, self.planes[0][1])               # [M, N + pad]
             for p, sz in self.planes[1:]: y += mm(x2, p, 32, sz)
         return y[:, :self.shape[0]].reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
-    def dequantized_torch(self):
-        "The float32 matrix [N, K] on torch, as `offset + scale · code` from the stored blocks."
-        c, s, o = affine_codes(self.raw, self.qtype)                           # [N, K] u8, [N, K/32] f32 x 2
-        w = torch.from_numpy(c).view(len(c), -1, 32).float()                   # [N, K/32, 32]
-        return w.mul_(torch.from_numpy(s)[..., None]).add_(torch.from_numpy(o)[..., None]).view(self.shape)
+    def dequantized_torch(self, start: int = 0, stop: int | None = None):
+        "Rows start:stop of the matrix in float32 on torch, as `offset + scale · code` from the stored blocks."
+        c, s, o = affine_codes(self.raw[start:stop], self.qtype)               # [n, K] u8, [n, K/32] f32 x 2
+        w = torch.from_numpy(c).view(len(c), -1, 32).float()                   # [n, K/32, 32]
+        return w.mul_(torch.from_numpy(s)[..., None]).add_(torch.from_numpy(o)[..., None]).view(len(c), -1)
 
     def __getitem__(self, ids):
         "Rows `ids` dequantized (the embedding lookup), on torch."

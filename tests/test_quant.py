@@ -142,6 +142,17 @@ def test_torch_int4_rows_in_several_runs(qt, rng):
     assert_close(tb.linear(torch.from_numpy(x)), x @ dequantize(raw, qt).T, "bfloat16", what=f"{qt}, 3 rows, int4")
 
 
+def test_torch_prompt_dequantized_in_runs_of_rows(rng):
+    "A prompt on a matrix whose float32 rows are dequantized in two runs (128 rows of 8192, then 72): the same product."
+    W = (rng.standard_normal((200, 8192)) * 0.02).astype(np.float32)
+    raw = QUANTIZERS["Q8_0"](W)
+    tw = TorchQuantWeight(raw, "Q8_0", torch.bfloat16, torch.float32)
+    assert torch.equal(torch.cat([tw.dequantized_torch(0, 128), tw.dequantized_torch(128)]),
+                       torch.from_numpy(dequantize(raw, "Q8_0")))
+    x = rng.standard_normal((60, 8192)).astype(np.float32)                        # 60 rows x 2 planes >= 96
+    assert_close(tw.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, what="Q8_0 prompt, 2 runs of rows")
+
+
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
 def test_quantized_file(quantized, qt):
     files, d = quantized
