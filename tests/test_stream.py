@@ -45,6 +45,15 @@ def test_streamed_equals_in_memory(files, backend, name, prefetch):
     assert list(m.generate([1, 2, 3], 6, temperature=0)) == list(ref.generate([1, 2, 3], 6, temperature=0))
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_streamed_quantized_prompt_dequantized_from_the_ring(files, prefetch):
+    "60 rows x 2 planes of Q8_0 take the dequantized road, which reads the blocks from the ring's buffer while in use."
+    ref = minillama.load(files / "q8.gguf", "torch", device="cpu")
+    m = minillama.load(files / "q8.gguf", "torch", device="cpu", stream=True, prefetch=prefetch)
+    ids = np.random.default_rng(0).integers(0, CFG.vocab_size, (2, 30))
+    assert_close(m.forward(ids), ref.forward(ids), "float32", what=f"streamed Q8_0, 2 x 30 tokens, prefetch={prefetch}")
+
+
 def test_ring_of_two_buffers_and_bytes_read(files):
     m = load_streamed(files / "m.gguf")
     for _ in range(3): m.forward([1, 2, 3])
