@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
 import minillama
+from llama_cpp_ref import llama_cpp_model, llama_cpp_speeds
 
 
 def read_bandwidth(gib: float = 1.0, repeat: int = 5) -> float:
@@ -38,23 +39,14 @@ def best_time(f, repeat=3):
     return min(time.perf_counter() - t for _ in range(repeat) for t in [time.perf_counter()] if f() is not False)
 
 
-def llama_cpp_speeds(llama_cpp, ckpt: Path, ids: np.ndarray, n_decode: int) -> tuple[float, float]:
-    "(prefill, decode) tokens/s of llama.cpp on the checkpoint converted to an F32 GGUF, timed as the others are."
+def llama_cpp_on(ckpt: Path, ids: np.ndarray, n_decode: int) -> tuple[float, float]:
+    "(prefill, decode) tokens/s of llama.cpp on the checkpoint converted to an F32 GGUF (decode after 16 tokens)."
     from minillama.gguf_llama import VOCAB_SOURCES, convert_to_gguf, synthetic_vocab, tokenizer_metadata
     (ckpt / "synthetic.vocab").touch()                      # the registry's hook: this name gives 32,000 pieces
     VOCAB_SOURCES["synthetic.vocab"] = lambda p: tokenizer_metadata(synthetic_vocab(32000))
-    path = convert_to_gguf(ckpt, ckpt / "model.gguf", progress=False)
-    n = os.cpu_count() or 1
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=n, n_threads_batch=n, verbose=False)
+    llm = llama_cpp_model(convert_to_gguf(ckpt, ckpt / "model.gguf", progress=False))
     prompt = [int(i) for i in ids]
-    def prefill(p):
-        llm.reset(); llm.eval(p)
-    def decode(k):                                           # greedy, one token per eval, after a 16-token prompt
-        prefill(prompt[:16])
-        for _ in range(k): llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    t_pre = best_time(lambda: prefill(prompt))
-    t_dec = (best_time(lambda: decode(n_decode + 1), 2) - best_time(lambda: decode(1), 2)) / n_decode
-    return len(prompt) / t_pre, 1 / t_dec
+    return llama_cpp_speeds(llm, prompt, prompt[:16], n_decode)
 
 
 def main():
@@ -97,7 +89,7 @@ def main():
         gen = lambda n: lambda: hf.generate(tid[:, :16], max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
         t_dec = (best_time(gen(a.decode + 1), 2) - best_time(gen(1), 2)) / a.decode
     rows["transformers"] = (a.prompt / t_pre, 1 / t_dec)
-    if llama_cpp is not None: rows["llama.cpp"] = llama_cpp_speeds(llama_cpp, d, ids, a.decode)
+    if llama_cpp is not None: rows["llama.cpp"] = llama_cpp_on(d, ids, a.decode)
 
     # the bandwidth is measured before and after the timings and the best kept: a low reading (a noisy neighbour, page
     # cache churn) would lower the bound and flatter every ratio below

@@ -43,27 +43,17 @@ print(json.dumps(dict(load=load, prefill=P / min(pre), decode=D / min(dec), rss=
 '''
 
 LLAMA_CPP_PROBE = r'''
-import json, os, sys, time, numpy as np
+import json, sys, time, numpy as np
 from minillama.memory import smaps_rollup
-from llama_cpp import Llama
 path, P, D = sys.argv[1], int(sys.argv[4]), int(sys.argv[5])
+sys.path.insert(0, sys.argv[6])
+from llama_cpp_ref import llama_cpp_model, llama_cpp_speeds
 base = smaps_rollup()
-t = time.perf_counter()
-llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_threads=os.cpu_count(), n_threads_batch=os.cpu_count(),
-            verbose=False)
-load = time.perf_counter() - t
+t = time.perf_counter(); llm = llama_cpp_model(path); load = time.perf_counter() - t
 ids = [int(i) for i in np.random.default_rng(0).integers(1, llm.n_vocab(), P)]
-def prefill():
-    llm.reset(); t = time.perf_counter(); llm.eval(ids); return time.perf_counter() - t
-def decode(n):                                                     # greedy, one token per eval, after the prompt
-    prefill(); t = time.perf_counter()
-    for _ in range(n): llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    return time.perf_counter() - t
-decode(2)
-pre = min(prefill() for _ in range(2))
-dec = min(decode(D) for _ in range(2))
+prefill, decode = llama_cpp_speeds(llm, ids, ids, D)               # decode after the whole prompt, as minillama's
 s = smaps_rollup()
-print(json.dumps(dict(load=load, prefill=P / pre, decode=D / dec, rss=s["Rss"], model=s["Rss"] - base["Rss"],
+print(json.dumps(dict(load=load, prefill=prefill, decode=decode, rss=s["Rss"], model=s["Rss"] - base["Rss"],
                       anon=s["Anonymous"] - base["Anonymous"])))
 '''
 
@@ -72,7 +62,8 @@ RUNS = [("numpy", "numpy", "-"), ("torch (default)", "torch", "-"), ("torch floa
 
 
 def run(probe, f, backend, dtype):
-    r = subprocess.run([sys.executable, "-c", probe, str(f), backend, dtype, str(PROMPT), str(DECODE)],
+    r = subprocess.run([sys.executable, "-c", probe, str(f), backend, dtype, str(PROMPT), str(DECODE),
+                        str(Path(__file__).parent)],
                        capture_output=True, text=True)
     if r.returncode: raise SystemExit(f"{backend} {dtype} on {f.name} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -138,19 +138,18 @@ class TorchQuantWeight:
         self.raw, self.qtype, self.dtype, self.out_dtype = raw, qtype, dtype, out_dtype or dtype
         N, K = self.shape = (raw.shape[0], raw.shape[1] // nb * n)
         P, Np = -(-CODE_BITS[qtype] // 4), N + -N % 64                          # planes; whole blocks of 64 rows
-        self._packed = np.zeros((P, Np, K // 2), np.uint8)                      # rows past N stay zero
-        self._sz = np.zeros((P, K // 32, Np, 2), np.float32)                    # per group of 32: (scale, zero)
-        starts = range(0, N, max(64, Np // THREADS // 64 * 64))                 # one run of rows per core
-        list(_pool().map(self._pack_rows, starts, [starts.step] * len(starts)))
-        self.planes = [(torch.from_numpy(self._packed[p]), torch.from_numpy(self._sz[p]).to(dtype)) for p in range(P)]
-        del self._packed, self._sz                                             # the planes hold what they need
+        packed = np.zeros((P, Np, K // 2), np.uint8)                            # rows past N stay zero
+        sz = np.zeros((P, K // 32, Np, 2), np.float32)                          # per group of 32: (scale, zero)
+        step = max(64, Np // THREADS // 64 * 64)                                # one run of rows per core
+        list(_pool().map(lambda r: self._pack_rows(r, step, packed, sz), range(0, N, step)))
+        self.planes = [(torch.from_numpy(packed[p]), torch.from_numpy(sz[p]).to(dtype)) for p in range(P)]
         self.nbytes = sum(p.nbytes + sz.nbytes for p, sz in self.planes)
         weight_copied(raw, self)                                               # packed now: the file's pages can go
 
-    def _pack_rows(self, r: int, n: int):
-        "Rows r:r+n of the stored matrix -> their planes, packed, with scales and zeros (numpy, on any thread)."
+    def _pack_rows(self, r: int, n: int, packed: np.ndarray, sz: np.ndarray):
+        "Rows r:r+n of the stored matrix -> their planes into `packed`, scales and zeros into `sz` (on any thread)."
         codes, scale, offset = affine_codes(self.raw[r:r + n], self.qtype)     # [n, K] u8, [n, K/32] f32 x 2
-        m, P = len(codes), len(self._packed)
+        m, P = len(codes), len(packed)
         scale, offset = scale.astype(np.float64), offset.astype(np.float64)
         # code = Σ_p 16^p c_p. Plane p stores c_p + k_p (k_p = 8 when c_p fits in 3 bits, so it needs no shift) and
         # computes (stored - 8)·16^p·scale; plane 0's zero absorbs the offset and the shifts. Planes then stay about
@@ -161,9 +160,9 @@ class TorchQuantWeight:
         for p in range(P):
             c = codes if P == 1 else (codes >> (4 * p)) & 15                   # uint8 [n, K], 0..15
             if p and k[p]: c = c + np.uint8(k[p])
-            int4_packed(c, self._packed[p, r:r + len(c)])
-            self._sz[p, :, r:r + m, 0] = scale.T * 16 ** p
-            if p == 0: self._sz[p, :, r:r + m, 1] = z0.T
+            int4_packed(c, packed[p, r:r + len(c)])
+            sz[p, :, r:r + m, 0] = scale.T * 16 ** p
+            if p == 0: sz[p, :, r:r + m, 1] = z0.T
 
     def linear(self, x):
         """x [..., K] -> [..., N]: one int4 matmul per plane, summed; for many rows (a prompt) the matrix dequantized
