@@ -4,8 +4,10 @@ torch and llama.cpp on the same GGUF files. One table per type. Each row runs in
 steps after it, then read resident memory from /proc/self/smaps_rollup ("model" is the growth of RSS from just
 before the load: the interpreter and the imported code excluded; "anon" the growth of anonymous memory alone,
 without the file's mapped pages, which the kernel can reclaim). torch runs three ways: the default (float32
-activations; quantized matrices through torch's int4 weight-only kernel in bfloat16, the fast mode),
-dtype="float32" asked for (every kernel in float32: the exact mode, within 1e-5 of numpy) and dtype="bfloat16".
+activations; Q8_0 and Q4_0 matrices read as stored by the C kernels with activations quantized to int8, other types
+through torch's int4 weight-only kernel in bfloat16: the fast mode), dtype="float32" asked for (every kernel in
+float32: the exact mode, within 1e-5 of numpy) and dtype="bfloat16"; "torch int4" is the default with the C kernels
+turned off (MINILLAMA_NATIVE=0), as on a machine without a C compiler.
 llama.cpp is llama-cpp-python with as many threads as cores; where it is not installed a line says so and the ratio
 column stays empty. "of bound" is decode speed over the bound: read bandwidth (all cores, measured in this run) /
 bytes of weights read per token. "vs F32" compares with the F32 file on the same backend.
@@ -57,14 +59,15 @@ print(json.dumps(dict(load=load, prefill=prefill, decode=decode, rss=s["Rss"], m
                       anon=s["Anonymous"] - base["Anonymous"])))
 '''
 
-RUNS = [("numpy", "numpy", "-"), ("torch (default)", "torch", "-"), ("torch float32", "torch", "float32"),
-        ("torch bfloat16", "torch", "bfloat16"), ("llama.cpp", "llama.cpp", "-")]
+RUNS = [("numpy", "numpy", "-", {}), ("torch (default)", "torch", "-", {}), ("torch float32", "torch", "float32", {}),
+        ("torch bfloat16", "torch", "bfloat16", {}), ("torch int4", "torch", "-", {"MINILLAMA_NATIVE": "0"}),
+        ("llama.cpp", "llama.cpp", "-", {})]
 
 
-def run(probe, f, backend, dtype):
+def run(probe, f, backend, dtype, env):
     r = subprocess.run([sys.executable, "-c", probe, str(f), backend, dtype, str(PROMPT), str(DECODE),
                         str(Path(__file__).parent)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env={**os.environ, **env})
     if r.returncode: raise SystemExit(f"{backend} {dtype} on {f.name} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -106,9 +109,9 @@ def main():
                   f"{'vs llama.cpp':>13s} {'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s} "
                   f"{'anon MiB':>9s}")
             rows = {}
-            for name, be, dt in RUNS:
+            for name, be, dt, env in RUNS:
                 if be == "llama.cpp" and not have_cpp: continue
-                rows[name] = run(LLAMA_CPP_PROBE if be == "llama.cpp" else PROBE, f, be, dt)
+                rows[name] = run(LLAMA_CPP_PROBE if be == "llama.cpp" else PROBE, f, be, dt, env)
             ref = rows.get("llama.cpp")
             for name, r in rows.items():
                 f32.setdefault(name, r)

@@ -65,8 +65,8 @@ def add_run_options(p, max_new_tokens: int, temperature: float):
                    help="numpy (any CPU) or torch (default numpy)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if there is one)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="torch compute type "
-                   "(default: float32, with a quantized file's matrices in torch's int4 kernel in bfloat16, the fast "
-                   "mode; float32 asked for runs every kernel in float32, the exact mode)")
+                   "(default: float32, with a quantized file's activations rounded to int8 for the C kernels, or its "
+                   "matrices in torch's int4 kernel in bfloat16: the fast mode; float32 asked for: exact)")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                    help=f"how many tokens to generate at most (default {max_new_tokens})")
     p.add_argument("--temperature", type=float, default=temperature,

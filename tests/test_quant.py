@@ -11,7 +11,10 @@ from minillama.cli import main, shipped_model
 from minillama.core import MiniLlamaError, assert_close, compare
 from minillama.gguf import GGUFFile
 from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
-from minillama.quant_kernels import AFFINE, CODE_BITS, QuantWeight, TorchQuantWeight, affine_codes, int4_block, pack_int4
+from minillama.quant import round_away
+from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
+                                     TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
+                                     pack_int4, quant_weight)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -153,6 +156,96 @@ def test_torch_prompt_dequantized_in_runs_of_rows(rng):
     assert_close(tw.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, what="Q8_0 prompt, 2 runs of rows")
 
 
+def q8_reference(x: np.ndarray):
+    "Activations [M, K] -> (int8 codes, float32 scale per 32) as llama.cpp quantizes them, in numpy."
+    xb = x.reshape(-1, 32)
+    d = np.abs(xb).max(1, keepdims=True) / np.float32(127)
+    with np.errstate(divide="ignore"): inv = np.where(d > 0, np.float32(1) / d, np.float32(0))
+    return round_away(xb * inv).astype(np.int8), d[:, 0]
+
+
+def test_quantize_q8_is_numpys(rng):
+    "The C kernels' activation codes and scales equal numpy's, an all-zero block included (scale 0, no NaN)."
+    x = (rng.standard_normal((3, 256)) * [[1], [1e-3], [50]]).astype(np.float32)
+    x[1, 32:64] = 0
+    x[2, :32] = np.arange(-16, 16) / 2                                  # halves: round away from zero, as roundf
+    codes, scales = np.empty((3, 256), np.int8), np.empty(24, np.float32)
+    native().quantize_q8(x.ctypes.data, codes.ctypes.data, scales.ctypes.data, x.size)
+    q, d = q8_reference(x)
+    assert np.array_equal(codes.reshape(-1, 32), q) and np.array_equal(scales, d) and scales[9] == 0
+    assert np.abs(codes).max() == 127
+
+
+@pytest.fixture(scope="module")
+def builds():
+    return {"vector": native(), "scalar": compile_native(NATIVE_SOURCE, ("-O3", "-DSCALAR"))}
+
+
+@pytest.mark.parametrize("qt", list(NATIVE_TYPES))
+@pytest.mark.parametrize("build", ["vector", "scalar"])
+def test_native_kernels(builds, build, qt, rng):
+    """Both builds of the C kernels on an odd number of rows (uneven runs on the threads), one and five rows of x:
+    float x = the dequantized product, int8 x = the product with x as quantize_q8 codes it, both in float32."""
+    lib = builds[build]
+    W = (rng.standard_normal((101, 384)) * 0.05).astype(np.float32)
+    raw, Wd = QUANTIZERS[qt](W), None
+    Wd = dequantize(raw, qt)
+    for M in (1, 5):
+        x = rng.standard_normal((M, 384)).astype(np.float32)
+        q, d = q8_reference(x)
+        x8 = (q * d[:, None]).reshape(x.shape)
+        assert_close(native_linear(raw, qt, x, exact=True, lib=lib), x @ Wd.T, what=f"{qt} {build}, float x, M={M}")
+        assert_close(native_linear(raw, qt, x, lib=lib), x8 @ Wd.T, what=f"{qt} {build}, int8 x, M={M}")
+        assert not compare(native_linear(raw, qt, x, lib=lib), x @ Wd.T, verbose=False)["ok"]   # x was rounded
+    bad = raw.copy(); bad[40, 3] ^= 1                                    # one code in row 40
+    diff = np.abs(native_linear(bad, qt, x, True, lib) - native_linear(raw, qt, x, True, lib)).max(0)
+    assert diff[40] > 0 and (np.delete(diff, 40) == 0).all()
+
+
+def test_native_kernels_sharp(rng, tmp_path, monkeypatch):
+    "A kernel that reads Q4_0's codes with the wrong offset (7 for 8) fails the same check."
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
+    bad = compile_native(NATIVE_SOURCE.replace("_mm256_set1_epi8(8)", "_mm256_set1_epi8(7)"))
+    W = (rng.standard_normal((64, 256)) * 0.05).astype(np.float32)
+    raw, x = QUANTIZERS["Q4_0"](W), rng.standard_normal((1, 256)).astype(np.float32)
+    r = compare(native_linear(raw, "Q4_0", x, True, bad), x @ dequantize(raw, "Q4_0").T, verbose=False)
+    assert not r["ok"], r
+
+
+def test_native_weight_roads(rng):
+    "NativeQuantWeight: a few rows through the C kernels, a prompt through the dequantized road, both equal to numpy."
+    W = (rng.standard_normal((150, 512)) * 0.05).astype(np.float32)
+    raw = QUANTIZERS["Q8_0"](W)
+    nw = NativeQuantWeight(raw, "Q8_0", exact=True, out_dtype=torch.float32)
+    assert nw.nbytes == raw.nbytes and np.shares_memory(nw.raw, raw)          # the stored blocks, nothing packed
+    for M in (1, 3, 40):
+        x = rng.standard_normal((M, 512)).astype(np.float32)
+        assert_close(nw.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, what=f"Q8_0 native, {M} rows")
+    nb = NativeQuantWeight(raw, "Q8_0", exact=False, out_dtype=torch.bfloat16)
+    x = rng.standard_normal((2, 512)).astype(np.float32)
+    y = nb.linear(torch.from_numpy(x).bfloat16())
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 150)
+    assert_close(y.float(), x @ dequantize(raw, "Q8_0").T, "bfloat16", what="Q8_0 native, int8 x, bfloat16 out")
+
+
+def test_without_a_compiler(tmp_path, monkeypatch):
+    "No working C compiler: one warning line, and torch's int4 kernel takes the quantized matrices; the same when off."
+    from minillama.model import make_ops
+    raw = QUANTIZERS["Q4_0"]((np.ones((64, 64)) * 0.1).astype(np.float32))
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path)); monkeypatch.setenv("CC", "false")
+    native.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"no C compiler \(false\) could build the fused kernels"):
+            assert native() is None
+        w = quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")
+        assert type(w) is TorchQuantWeight and not list(tmp_path.glob("*.so"))
+        monkeypatch.delenv("CC"); monkeypatch.setenv("MINILLAMA_NATIVE", "0"); native.cache_clear()
+        assert native() is None and type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is TorchQuantWeight
+    finally:
+        monkeypatch.undo(); native.cache_clear()
+    assert type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is NativeQuantWeight
+
+
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
 def test_quantized_file(quantized, qt):
     files, d = quantized
@@ -173,7 +266,8 @@ def test_quantized_inference(quantized, qt):
     files, _ = quantized
     mn, mt = minillama.load(files[qt], "numpy"), minillama.load(files[qt], "torch", device="cpu", dtype="float32")
     assert isinstance(mn.w.layers[0].w_down, QuantWeight) and isinstance(mn.w.tok_embeddings, QuantWeight)
-    assert isinstance(mt.w.layers[0].wq, TorchQuantWeight) and isinstance(mt.w.layers[0].w_down, TorchQuantWeight)
+    kind = NativeQuantWeight if qt in ("q8_0", "q4_0") else TorchQuantWeight          # the C kernels, or int4 planes
+    assert type(mt.w.layers[0].wq) is kind and type(mt.w.layers[0].w_down) is kind
     held = sum(a.nbytes for _, a in mn.w.items() if isinstance(a, QuantWeight))
     assert held < 0.3 * sum(np.prod(a.shape) * 4 for _, a in mn.w.items() if isinstance(a, QuantWeight))
     held_t = sum(a.nbytes for _, a in mt.w.items() if isinstance(a, TorchQuantWeight))
@@ -181,9 +275,11 @@ def test_quantized_inference(quantized, qt):
     ids = np.array(minillama.Tokenizer.from_file(files[qt]).encode("The \"while\" statement is used for", bos=True))
     ln = mn.forward(ids)
     assert_close(mt.forward(ids), ln, what=f"{qt}: torch (dtype float32 asked for: exact) vs numpy")
-    md = minillama.load(files[qt], "torch", device="cpu")                            # the default: int4 kernels in bf16
-    assert md.w.layers[0].wq.dtype == torch.bfloat16 and md.forward(ids).dtype == torch.float32
+    md = minillama.load(files[qt], "torch", device="cpu")       # the default: int8 activations or int4 kernels in bf16
+    assert (md.w.layers[0].wq.exact is False) if kind is NativeQuantWeight else md.w.layers[0].wq.dtype == torch.bfloat16
+    assert md.forward(ids).dtype == torch.float32
     assert_close(md.forward(ids), ln, "bfloat16", what=f"{qt}: torch default (fast) vs numpy")
+    assert not compare(md.forward(ids), ln, verbose=False)["ok"]                     # and not exact
     mb = minillama.load(files[qt], "torch", device="cpu", dtype="bfloat16")           # torch's fast int4 kernels
     assert_close(mb.forward(ids), ln, "bfloat16", what=f"{qt}: torch bfloat16 vs numpy")
     hf = LlamaForCausalLM.from_pretrained(shipped_model(), dtype=torch.float32).eval()
