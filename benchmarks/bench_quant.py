@@ -22,9 +22,9 @@ PROBE = r'''
 import json, sys, time, numpy as np
 from minillama.memory import smaps_rollup
 path, backend, dtype, P, D = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+import minillama, minillama.gguf, minillama.quant_kernels        # before torch, as the README asks (OMP_WAIT_POLICY)
 if backend == "torch":
     import torch; torch.set_num_threads(__import__("os").cpu_count())
-import minillama, minillama.gguf, minillama.quant_kernels
 base = smaps_rollup()                                              # the interpreter and the code, before the model
 t = time.perf_counter()
 m = minillama.load(path, backend, device="cpu" if backend == "torch" else None, dtype=None if dtype == "-" else dtype)

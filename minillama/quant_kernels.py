@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_quant_kernels.ipynb #8f98b975
 from __future__ import annotations
-import ctypes, functools, hashlib, os, platform, subprocess, tempfile, warnings
+import ctypes, functools, hashlib, os, platform, subprocess, sys, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
@@ -14,9 +14,9 @@ from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
-__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'NATIVE_ROWS', 'QuantWeight',
-           'affine_codes', 'pack_int4', 'int4_block', 'int4_packed', 'TorchQuantWeight', 'compile_native', 'native',
-           'native_linear', 'NativeQuantWeight', 'quant_weight']
+__all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'KINDS', 'NATIVE_ROWS',
+           'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed', 'TorchQuantWeight',
+           'compile_native', 'native', 'native_linear', 'NativeQuantWeight', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 _NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
@@ -295,6 +295,65 @@ void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long 
 }
 KERNELS(q8_0, 34)
 KERNELS(q4_0, 18)
+
+/* Rows of one product shared out between `threads` threads: this one and workers that wait for the next job,
+   spinning a little first (a decode step sends ~85 products a few µs apart), then asleep. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+struct job { int kind; const uint8_t *w; const void *x; const float *xd; float *y; long M, N, K; };
+static struct job job;
+static int threads = 1, started = 0; static pid_t owner;
+static atomic_long generation; static atomic_int pending;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, one_job = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+static void rows(const struct job *j, long r0, long r1) {
+    switch (j->kind) {
+        case 0: q8_0_f32(j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
+        case 1: q4_0_f32(j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
+        case 2: q8_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
+        case 3: q4_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
+    }
+}
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+static void *worker(void *arg) {
+    long i = (long)arg, seen = 0;
+    for (;;) {
+        long g;
+        for (int spin = 0; (g = atomic_load(&generation)) == seen; spin++) {
+            if (spin < 20000) { relax(); continue; }
+            pthread_mutex_lock(&lock);
+            while ((g = atomic_load(&generation)) == seen) pthread_cond_wait(&wake, &lock);
+            pthread_mutex_unlock(&lock);
+        }
+        seen = g;
+        rows(&job, job.N * i / threads, job.N * (i + 1) / threads);
+        atomic_fetch_sub(&pending, 1);
+    }
+    return NULL;
+}
+/* y [M, N] = x [M, K] @ W.T on `n` threads; kind: 0 q8_0_f32, 1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8 */
+void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y, long M, long N, long K, int n) {
+    pthread_mutex_lock(&one_job);                               /* one product at a time, whatever calls it */
+    if (!started || owner != getpid()) {                       /* the first call, or the first after a fork */
+        threads = n > 0 ? n : 1; owner = getpid(); started = 1; atomic_store(&generation, 0);
+        for (long i = 1; i < threads; i++) {
+            pthread_t t; pthread_create(&t, NULL, worker, (void *)i); pthread_detach(t);
+        }
+    }
+    job = (struct job){kind, w, x, xd, y, M, N, K};
+    atomic_store(&pending, threads - 1);
+    pthread_mutex_lock(&lock); atomic_fetch_add(&generation, 1); pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&lock);
+    rows(&job, 0, N / threads);
+    while (atomic_load(&pending)) relax();
+    pthread_mutex_unlock(&one_job);
+}
 """
 
 # %% ../nbs/16_quant_kernels.ipynb #68e7194d
@@ -321,11 +380,13 @@ def compile_native(source: str = NATIVE_SOURCE, flags: tuple = ("-O3", "-march=n
                            capture_output=True, timeout=120)
             os.replace(Path(d) / "k.so", so)
     lib, P, L = ctypes.CDLL(str(so)), ctypes.c_void_p, ctypes.c_long
-    lib.quantize_q8.argtypes = [P, P, P, L]
-    for t in NATIVE_TYPES:
-        getattr(lib, t.lower() + "_f32").argtypes = [P, P, P] + [L] * 5     # w, x, y, M, N, K, r0, r1
-        getattr(lib, t.lower() + "_q8").argtypes = [P, P, P, P] + [L] * 5   # w, xq, xd, y, M, N, K, r0, r1
+    lib.quantize_q8.argtypes = [P, P, P, L]                                 # x, xq, xd, n
+    lib.linear.argtypes = [ctypes.c_int, P, P, P, P, L, L, L, ctypes.c_int]  # kind, w, x, xd, y, M, N, K, threads
     return lib
+
+# torch's OpenMP threads spin for a while after each op, holding the core that the C kernels' second thread needs
+# (decode on Q8_0 here: 28 tokens/s, 46 with them told to sleep). libgomp reads this once, when torch is imported.
+if "torch" not in sys.modules: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 @functools.cache
 def native():
@@ -340,20 +401,20 @@ def native():
     return None
 
 # %% ../nbs/16_quant_kernels.ipynb #ab64b531
+KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8")      # `kind` in the C `linear`
+
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
     """x float32 [M, K] @ W.T -> [M, N], W the stored blocks `raw` [N, row bytes] of Q8_0 or Q4_0, read as they are
     by the C kernels (`lib`, default `native()`); x float32 if `exact`, else quantized to int8 per block of 32."""
-    lib, t, (M, K), N = lib or native(), qtype.lower(), x.shape, len(raw)
+    lib, (M, K), N = lib or native(), x.shape, len(raw)
     x, y = np.ascontiguousarray(x, np.float32), np.empty((M, N), np.float32)
-    if exact: f, args = getattr(lib, t + "_f32"), (raw.ctypes.data, x.ctypes.data, y.ctypes.data, M, N, K)
+    kind = KINDS.index(f"{qtype.lower()}_{'f32' if exact else 'q8'}")
+    if exact: xs, xd = x, None
     else:
-        xq, xd = np.empty((M, K), np.int8), np.empty((M, K // 32), np.float32)       # [M, K], [M, K/32]
-        lib.quantize_q8(x.ctypes.data, xq.ctypes.data, xd.ctypes.data, x.size)
-        f, args = getattr(lib, t + "_q8"), (raw.ctypes.data, xq.ctypes.data, xd.ctypes.data, y.ctypes.data, M, N, K)
-    cut = [N * i // THREADS for i in range(THREADS + 1)]         # one run of rows per core (ctypes lets go of the GIL)
-    runs = [_pool().submit(f, *args, a, b) for a, b in zip(cut[1:-1], cut[2:])]
-    f(*args, cut[0], cut[1])                                     # the first run on this thread
-    for r in runs: r.result()
+        xs, xd = np.empty((M, K), np.int8), np.empty((M, K // 32), np.float32)       # [M, K], [M, K/32]
+        lib.quantize_q8(x.ctypes.data, xs.ctypes.data, xd.ctypes.data, x.size)
+    lib.linear(kind, raw.ctypes.data, xs.ctypes.data, None if xd is None else xd.ctypes.data, y.ctypes.data,
+               M, N, K, THREADS)                                 # rows shared out on THREADS threads, inside C
     return y
 
 NATIVE_ROWS = 32           # rows of x from which one dequantization and a float32 GEMM beat the C kernels

@@ -228,6 +228,21 @@ def test_native_weight_roads(rng):
     assert_close(y.float(), x @ dequantize(raw, "Q8_0").T, "bfloat16", what="Q8_0 native, int8 x, bfloat16 out")
 
 
+def test_native_threads_fork_and_callers(rng):
+    """The C kernels' threads: several Python threads calling at once get their own products, and a process forked
+    after the threads started makes threads of its own instead of waiting forever on its parent's."""
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+    raw = QUANTIZERS["Q8_0"]((rng.standard_normal((333, 256)) * 0.05).astype(np.float32))
+    xs = rng.standard_normal((8, 2, 256)).astype(np.float32)
+    want = [native_linear(raw, "Q8_0", x) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda x: native_linear(raw, "Q8_0", x), xs))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    with mp.get_context("fork").Pool(1) as p:
+        assert np.array_equal(p.apply_async(native_linear, (raw, "Q8_0", xs[3])).get(timeout=60), want[3])
+
+
 def test_without_a_compiler(tmp_path, monkeypatch):
     "No working C compiler: one warning line, and torch's int4 kernel takes the quantized matrices; the same when off."
     from minillama.model import make_ops
