@@ -198,7 +198,8 @@ class TorchQuantWeight:
     def dequantized(self) -> np.ndarray: return dequantize(self.raw, self.qtype)
 
 # %% ../nbs/16_quant_kernels.ipynb #4a71a7d0
-NATIVE_SOURCE = r"""/* minillama's fused kernels. Each computes rows r0:r1 of y [M, N] = x [M, K] @ W.T, reading W [N, K] as the file
+NATIVE_SOURCE = r"""
+/* minillama's fused kernels. Each computes rows r0:r1 of y [M, N] = x [M, K] @ W.T, reading W [N, K] as the file
    stores it: blocks of 32 weights, a float16 scale d and 32 codes, w = d · code. */
 #include <stdint.h>
 #include <string.h>
@@ -343,7 +344,9 @@ void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y
     if (!started || owner != getpid()) {                       /* the first call, or the first after a fork */
         threads = n > 0 ? n : 1; owner = getpid(); started = 1; atomic_store(&generation, 0);
         for (long i = 1; i < threads; i++) {
-            pthread_t t; pthread_create(&t, NULL, worker, (void *)i); pthread_detach(t);
+            pthread_t t;
+            if (pthread_create(&t, NULL, worker, (void *)i)) { threads = i; break; }   /* fewer threads, no hang */
+            pthread_detach(t);
         }
     }
     job = (struct job){kind, w, x, xd, y, M, N, K};
