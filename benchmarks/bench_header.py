@@ -9,21 +9,15 @@
 gguf (llama.cpp's Python reader) opens the same files in the same run for reference. Usage:
 python benchmarks/bench_header.py
 """
-import tempfile, time
+import tempfile
 from pathlib import Path
 import numpy as np
 import gguf
 import minillama
+from minillama.core import time_it
 from minillama.gguf import GGUFFile, write_gguf
 from minillama.gguf_llama import write_random_gguf
 from minillama.model import LlamaConfig
-
-
-def best(f, n=5):
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-    return min(ts)
 
 
 def vocab_md(n_tokens, n_merges, seed=0):
@@ -40,9 +34,9 @@ def main():
         d = Path(d)
         big = d / "vocab.gguf"
         write_gguf(big, vocab_md(128_256, 280_147), {"w": (np.zeros((4, 32), np.float32), "F32")}, progress=False)
-        t_open = best(lambda: GGUFFile(big))
-        t_decode = best(lambda: len(GGUFFile(big).metadata["tokenizer.ggml.tokens"][:1]), 3) - t_open
-        t_ref = best(lambda: gguf.GGUFReader(big), 3)
+        t_open = time_it(lambda: GGUFFile(big))
+        t_decode = time_it(lambda: len(GGUFFile(big).metadata["tokenizer.ggml.tokens"][:1]), 3, warmup=0) - t_open
+        t_ref = time_it(lambda: gguf.GGUFReader(big), 3, warmup=0)
         print(f"header with 128,256 tokens and 280,147 merges ({big.stat().st_size / 2**20:.1f} MiB)")
         print(f"{'':34s} {'ms':>8s}")
         print(f"{'minillama: open (header, tensors)':34s} {t_open * 1e3:8.1f}   target <= 100")
@@ -51,7 +45,7 @@ def main():
         cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816)
         m = d / "m.gguf"
         write_random_gguf(m, cfg, vocab=True)                            # 32,000 SentencePiece pieces
-        t_load = best(lambda: minillama.load(m))
+        t_load = time_it(lambda: minillama.load(m))
         print(f"\nminillama.load of the 220M F32 model with a 32,000-piece SentencePiece vocabulary ({m.stat().st_size / 2**30:.2f} GiB), "
               f"warm: {t_load * 1e3:.1f} ms   target <= 10")
 

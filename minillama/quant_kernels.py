@@ -304,7 +304,7 @@ KERNELS(q4_0, 18)
 #include <unistd.h>
 struct job { int kind; const uint8_t *w; const void *x; const float *xd; float *y; long M, N, K; };
 static struct job job;
-static int threads = 1, started = 0; static pid_t owner;
+static int threads = 1; static pid_t owner;      /* owner 0: no workers yet */
 static atomic_long generation; static atomic_int pending;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, one_job = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -341,8 +341,8 @@ static void *worker(void *arg) {
 /* y [M, N] = x [M, K] @ W.T on `n` threads; kind: 0 q8_0_f32, 1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8 */
 void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y, long M, long N, long K, int n) {
     pthread_mutex_lock(&one_job);                               /* one product at a time, whatever calls it */
-    if (!started || owner != getpid()) {                       /* the first call, or the first after a fork */
-        threads = n > 0 ? n : 1; owner = getpid(); started = 1; atomic_store(&generation, 0);
+    if (owner != getpid()) {                                    /* the first call, or the first after a fork */
+        threads = n > 0 ? n : 1; owner = getpid(); atomic_store(&generation, 0);
         for (long i = 1; i < threads; i++) {
             pthread_t t;
             if (pthread_create(&t, NULL, worker, (void *)i)) { threads = i; break; }   /* fewer threads, no hang */
@@ -360,7 +360,7 @@ void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y
 """
 
 # %% ../nbs/16_quant_kernels.ipynb #68e7194d
-NATIVE_TYPES = {"Q8_0": 34, "Q4_0": 18}     # the formats the C kernels read: bytes per block of 32
+NATIVE_TYPES = ("Q8_0", "Q4_0")            # the formats the C kernels read
 
 def _cpu_id() -> str:
     "What -march=native compiles for: the machine and, on Linux, the CPU's feature flags."
@@ -427,8 +427,7 @@ class NativeQuantWeight(TorchQuantWeight):
     x go through the C kernels, a prompt through the dequantized road."""
     def __init__(self, raw: np.ndarray, qtype: str, exact: bool, out_dtype):
         n, nb = BLOCKS[qtype]
-        self.raw, self.qtype, self.exact = np.ascontiguousarray(raw), qtype, exact
-        self.dtype = self.out_dtype = out_dtype
+        self.raw, self.qtype, self.exact, self.out_dtype = np.ascontiguousarray(raw), qtype, exact, out_dtype
         self.shape, self.nbytes = (raw.shape[0], raw.shape[1] // nb * n), raw.nbytes
 
     def linear(self, x):

@@ -188,7 +188,7 @@ def test_native_kernels(builds, build, qt, rng):
     float x = the dequantized product, int8 x = the product with x as quantize_q8 codes it, both in float32."""
     lib = builds[build]
     W = (rng.standard_normal((101, 384)) * 0.05).astype(np.float32)
-    raw, Wd = QUANTIZERS[qt](W), None
+    raw = QUANTIZERS[qt](W)
     Wd = dequantize(raw, qt)
     for M in (1, 5):
         x = rng.standard_normal((M, 384)).astype(np.float32)
