@@ -10,9 +10,9 @@ Usage: python benchmarks/bench_forward.py [--prompt 128] [--decode 32] [--small]
 import argparse, atexit, os, shutil, tempfile, threading, time
 from pathlib import Path
 import numpy as np
+import minillama           # before torch, as the README asks: torch's OpenMP threads then sleep between ops
 import torch
 from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
-import minillama
 from llama_cpp_ref import llama_cpp_model, llama_cpp_speeds
 
 

@@ -10,10 +10,12 @@ float32: the exact mode, within 1e-5 of numpy) and dtype="bfloat16"; "torch int4
 turned off (MINILLAMA_NATIVE=0), as on a machine without a C compiler.
 llama.cpp is llama-cpp-python with as many threads as cores; where it is not installed a line says so and the ratio
 column stays empty. "of bound" is decode speed over the bound: read bandwidth (all cores, measured in this run) /
-bytes of weights read per token. "vs F32" compares with the F32 file on the same backend.
-Usage: python benchmarks/bench_quant.py [--dir /var/tmp]
+bytes of weights read per token. "vs F32" compares with the F32 file on the same backend. With --repeat N every row
+runs N times, the rows of a table taking turns (so a slow spell of a shared machine falls on all of them), and each
+number is the median of its N runs; "decode range" then gives the slowest and fastest of them.
+Usage: python benchmarks/bench_quant.py [--dir /var/tmp] [--repeat 3]
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 from pathlib import Path
 
 PROMPT, DECODE = 64, 32
@@ -75,6 +77,7 @@ def run(probe, f, backend, dtype, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row, in turns; the table shows their medians")
     a = ap.parse_args()
     try:
         import llama_cpp  # noqa: F401
@@ -107,11 +110,14 @@ def main():
                   f"decode bound {bound:.1f} tok/s")
             print(f"{'backend':16s} {'load s':>7s} {'prefill tok/s':>14s} {'vs llama.cpp':>13s} {'decode tok/s':>13s} "
                   f"{'vs llama.cpp':>13s} {'of bound':>9s} {'vs F32':>7s} {'RSS MiB':>8s} {'model MiB':>10s} "
-                  f"{'anon MiB':>9s}")
-            rows = {}
-            for name, be, dt, env in RUNS:
-                if be == "llama.cpp" and not have_cpp: continue
-                rows[name] = run(LLAMA_CPP_PROBE if be == "llama.cpp" else PROBE, f, be, dt, env)
+                  f"{'anon MiB':>9s}" + (f" {'decode range':>14s}" if a.repeat > 1 else ""))
+            runs = {}
+            for _ in range(a.repeat):
+                for name, be, dt, env in RUNS:
+                    if be == "llama.cpp" and not have_cpp: continue
+                    probe = LLAMA_CPP_PROBE if be == "llama.cpp" else PROBE
+                    runs.setdefault(name, []).append(run(probe, f, be, dt, env))
+            rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
             ref = rows.get("llama.cpp")
             for name, r in rows.items():
                 f32.setdefault(name, r)
@@ -119,7 +125,9 @@ def main():
                 print(f"{name:16s} {r['load']:7.2f} {r['prefill']:14.1f} {vs('prefill'):>13s} {r['decode']:13.2f} "
                       f"{vs('decode'):>13s} "
                       f"{r['decode']/bound:8.0%} {r['decode']/f32[name]['decode']:6.2f}x {r['rss']/2**20:8.0f} "
-                      f"{r['model']/2**20:10.0f} {r['anon']/2**20:9.0f}")
+                      f"{r['model']/2**20:10.0f} {r['anon']/2**20:9.0f}"
+                      + (f" {min(x['decode'] for x in runs[name]):6.1f}–{max(x['decode'] for x in runs[name]):<6.1f}"
+                         if a.repeat > 1 else ""))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -9,8 +9,8 @@ import numpy as np
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['onednn_linear', 'linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np', 'rmsnorm_torch',
-           'layernorm_np']
+__all__ = ['CPU_LINEARS', 'onednn_linear', 'linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np',
+           'rmsnorm_torch', 'layernorm_np']
 
 # %% ../nbs/05_mlp_norm.ipynb #a2caaa49
 @functools.cache
@@ -31,15 +31,22 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
         y = (W @ x2.T).T
     return y.reshape(*x.shape[:-1], W.shape[0])
 
+CPU_LINEARS: list = []   # kernels f(x [N, in], W [out, in]) -> [N, out], or None where they do not apply: float32
+                         # on the CPU tries them first (notebook 16 adds one written in C, for a few rows)
+
 def linear_torch(x, W):
-    """torch version of `linear_np`. float32 on the CPU goes to oneDNN's inner product (`onednn_linear`), elsewhere
-    gemv for one row (a little faster than F.linear's gemm there) and F.linear for several."""
+    """torch version of `linear_np`. float32 on the CPU tries `CPU_LINEARS`, then oneDNN's inner product
+    (`onednn_linear`); elsewhere gemv for one row (a little faster than F.linear's gemm there) and F.linear for
+    several."""
     if not isinstance(W, torch.Tensor): return W.linear(x)        # a weight object that multiplies itself
     x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
-    if W.device.type == "cpu" and x.dtype == W.dtype == torch.float32 and W.is_contiguous() and onednn_linear():
-        y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")    # [N, in] @ [out, in].T -> [N, out]
-    elif x2.shape[0] == 1: y = (W @ x2[0])[None]                   # gemv: [out, in] @ [in] -> [1, out]
-    else: y = torch.nn.functional.linear(x2, W)                    # gemm: [N, in] @ [out, in].T -> [N, out]
+    y = None
+    if W.device.type == "cpu" and x.dtype == W.dtype == torch.float32:
+        y = next((y for f in CPU_LINEARS if (y := f(x2, W)) is not None), None)
+        if y is None and W.is_contiguous() and onednn_linear():
+            y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")    # [N, in] @ [out, in].T -> [N, out]
+    if y is None and x2.shape[0] == 1: y = (W @ x2[0])[None]      # gemv: [out, in] @ [in] -> [1, out]
+    elif y is None: y = torch.nn.functional.linear(x2, W)          # gemm: [N, in] @ [out, in].T -> [N, out]
     return y.reshape(*x.shape[:-1], W.shape[0])
 
 # %% ../nbs/05_mlp_norm.ipynb #9fa71fa4

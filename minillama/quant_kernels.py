@@ -9,26 +9,25 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from .core import MiniLlamaError, to_numpy, torch
-from .mlp_norm import linear_np, linear_torch
+from .mlp_norm import CPU_LINEARS, linear_np, linear_torch
 from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
 __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'KINDS', 'NATIVE_ROWS',
-           'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed', 'TorchQuantWeight',
-           'compile_native', 'native', 'native_linear', 'NativeQuantWeight', 'quant_weight']
+           'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
+           'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_linear',
+           'NativeQuantWeight', 'native_f32_linear', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
-_NIBBLES = np.array([[v & 15, v >> 4] for v in range(256)], np.float32)  # a byte -> its (low, high) nibble
-
 def _scaled_codes(b: np.ndarray, qtype: str):
-    """Q4_0, Q4_1, Q8_0 blocks -> (scale·code [blocks, 32], offset [blocks, 1] or None); 4-bit codes in nibble order
-    0,16,1,17,.."""
+    "Q4_0, Q4_1, Q8_0 blocks [blocks, bytes] -> (scale·code [blocks, 32], offset [blocks, 1] or None)."
     d = _f16(b, 0)                                                    # [blocks, 1]
-    if qtype == "Q8_0": v = b[:, 2:].view(np.int8).astype(np.float32)
+    v = np.empty((len(b), 32), np.float32)
+    if qtype == "Q8_0": v[:] = b[:, 2:].view(np.int8)
     else:
-        # a lookup per byte
-        v = np.take(_NIBBLES, b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20], axis=0).reshape(len(b), 32)
+        p = b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20]            # [blocks, 16]: byte j holds codes j and j + 16
+        v[:, :16], v[:, 16:] = p & 15, p >> 4
     v *= d
     return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
 
@@ -42,7 +41,7 @@ def _pool() -> ThreadPoolExecutor:
 
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
-    def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 18):
+    def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 20):
         if qtype not in DEQUANTIZERS:
             raise MiniLlamaError(f"quantized type {qtype} is not supported ({', '.join(DEQUANTIZERS)} are)")
         n, nb = BLOCKS[qtype]
@@ -62,11 +61,7 @@ class QuantWeight:
         M, K = x2.shape
         out = np.empty((M, self.shape[0]), np.float32)                    # [M, out]
         fast = self.qtype in ("Q4_0", "Q4_1", "Q8_0")
-        if fast:                                                          # w = scale·code + offset, per block of 32:
-            xb = x2.reshape(M, K // 32, 32)
-            # [M, K/32] the offset multiplies x's block sums
-            bsum = xb.sum(-1)
-            if self.qtype != "Q8_0": x2 = xb.reshape(M, -1, 2, 16).transpose(0, 1, 3, 2).reshape(M, K)   # nibble order
+        if fast: bsum = x2.reshape(M, K // 32, 32).sum(-1)                # [M, K/32]: what the offsets multiply
         def rows(r):                                                      # one chunk of rows -> out[:, r:r+chunk]
             raw = self.raw[r:r + self.chunk]                              # [chunk, row bytes]
             if not fast:
@@ -199,13 +194,18 @@ class TorchQuantWeight:
 
 # %% ../nbs/16_quant_kernels.ipynb #4a71a7d0
 NATIVE_SOURCE = r"""
-/* minillama's fused kernels. Each computes rows r0:r1 of y [M, N] = x [M, K] @ W.T, reading W [N, K] as the file
-   stores it: blocks of 32 weights, a float16 scale d and 32 codes, w = d · code. */
+/* minillama's kernels. Each computes rows r0:r1 of y [M, N] = x [M, K] @ W.T, reading W [N, K] as the file stores
+   it: float32 rows, or blocks of 32 weights, a float16 scale d and 32 codes, w = d · code. */
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
 
 static inline float half(const uint8_t *b) { _Float16 h; memcpy(&h, b, 2); return (float)h; }
+static inline float dot1_f32(const float *w, const float *x, long K) {     /* one float32 row · x */
+    float s = 0;
+    for (long k = 0; k < K; k++) s += w[k] * x[k];
+    return s;
+}
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(SCALAR)
 #include <immintrin.h>
@@ -239,6 +239,19 @@ static inline float acc_sum(acc_t a) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
+static inline void dot4_f32(const float *w, long K, const float *x, float *y) {   /* rows w [4, K] · x -> y [4] */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    long k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 b = _mm256_loadu_ps(x + k);                  /* one load of x serves four rows */
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), b, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + K + k), b, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * K + k), b, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 3 * K + k), b, s3);
+    }
+    y[0] = acc_sum(s0); y[1] = acc_sum(s1); y[2] = acc_sum(s2); y[3] = acc_sum(s3);
+    for (int i = 0; i < 4; i++) y[i] += dot1_f32(w + i * K + k, x + k, K - k);    /* K not a multiple of 8 */
+}
 #else                                                        /* the same contracts, one weight at a time */
 typedef struct { int8_t c[32]; } codes32;
 typedef float acc_t;
@@ -260,6 +273,9 @@ static inline acc_t dot_q8(codes32 v, const int8_t *x, float d, acc_t acc) {
     return acc + d * s;
 }
 static inline float acc_sum(acc_t a) { return a; }
+static inline void dot4_f32(const float *w, long K, const float *x, float *y) {
+    for (int i = 0; i < 4; i++) y[i] = dot1_f32(w + i * K, x, K);
+}
 #endif
 
 /* x [n] -> codes xq [n] (int8, -127..127) and a scale per 32, xd [n/32]: x ≈ xd · xq, llama.cpp's activations */
@@ -297,15 +313,28 @@ void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long 
 KERNELS(q8_0, 34)
 KERNELS(q4_0, 18)
 
-/* Rows of one product shared out between `threads` threads: this one and workers that wait for the next job,
-   spinning a little first (a decode step sends ~85 products a few µs apart), then asleep. */
+/* f32_f32: float32 weights, four rows at a time (each row stays in the cache while every row of x passes) */
+void f32_f32(const float *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {
+    float y4[4];
+    long r = r0;
+    for (; r + 4 <= r1; r += 4)
+        for (long m = 0; m < M; m++) {
+            dot4_f32(w + r * K, K, x + m * K, y4);
+            for (int i = 0; i < 4; i++) y[m * N + r + i] = y4[i];
+        }
+    for (; r < r1; r++)
+        for (long m = 0; m < M; m++) y[m * N + r] = dot1_f32(w + r * K, x + m * K, K);
+}
+
+/* Rows of one product shared out between threads: this one and workers that wait for the next job, spinning a
+   little first (a decode step sends ~85 products a few µs apart), then asleep. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
-struct job { int kind; const uint8_t *w; const void *x; const float *xd; float *y; long M, N, K; };
+struct job { int kind; const uint8_t *w; const void *x; const float *xd; float *y; long M, N, K; int n; };
 static struct job job;
-static int threads = 1; static pid_t owner;      /* owner 0: no workers yet */
-static atomic_long generation; static atomic_int pending;
+static int threads = 1; static pid_t owner;      /* threads running (this one and workers 1..), in process `owner` */
+static atomic_long generation; static atomic_int pending, ready;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, one_job = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 
@@ -315,6 +344,7 @@ static void rows(const struct job *j, long r0, long r1) {
         case 1: q4_0_f32(j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
         case 2: q8_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
         case 3: q4_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
+        case 4: f32_f32((const float *)j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
     }
 }
 static inline void relax(void) {
@@ -322,8 +352,12 @@ static inline void relax(void) {
     __builtin_ia32_pause();
 #endif
 }
+static long edge(const struct job *j, long i) {               /* thread i's first row: a multiple of 4, so that */
+    return i == j->n ? j->N : j->N * i / j->n / 4 * 4;          /* f32_f32's groups are the same for any n */
+}
 static void *worker(void *arg) {
-    long i = (long)arg, seen = 0;
+    long i = (long)arg, seen = atomic_load(&generation);        /* linear() waits for this before its next job */
+    atomic_fetch_add(&ready, 1);
     for (;;) {
         long g;
         for (int spin = 0; (g = atomic_load(&generation)) == seen; spin++) {
@@ -333,27 +367,28 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&lock);
         }
         seen = g;
-        rows(&job, job.N * i / threads, job.N * (i + 1) / threads);
+        if (i >= job.n) continue;                               /* this job wants fewer threads */
+        rows(&job, edge(&job, i), edge(&job, i + 1));
         atomic_fetch_sub(&pending, 1);
     }
     return NULL;
 }
-/* y [M, N] = x [M, K] @ W.T on `n` threads; kind: 0 q8_0_f32, 1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8 */
+/* y [M, N] = x [M, K] @ W.T on n threads; kind: 0 q8_0_f32, 1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8, 4 f32_f32 */
 void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y, long M, long N, long K, int n) {
     pthread_mutex_lock(&one_job);                               /* one product at a time, whatever calls it */
-    if (owner != getpid()) {                                    /* the first call, or the first after a fork */
-        threads = n > 0 ? n : 1; owner = getpid(); atomic_store(&generation, 0);
-        for (long i = 1; i < threads; i++) {
-            pthread_t t;
-            if (pthread_create(&t, NULL, worker, (void *)i)) { threads = i; break; }   /* fewer threads, no hang */
-            pthread_detach(t);
-        }
+    if (owner != getpid()) { threads = 1; ready = 0; owner = getpid(); }   /* the first call, or after a fork */
+    for (pthread_t t; threads < n; threads++) {                 /* more workers when asked for more */
+        if (pthread_create(&t, NULL, worker, (void *)(long)threads)) break;   /* fewer threads, never a hang */
+        pthread_detach(t);
     }
-    job = (struct job){kind, w, x, xd, y, M, N, K};
-    atomic_store(&pending, threads - 1);
-    pthread_mutex_lock(&lock); atomic_fetch_add(&generation, 1); pthread_cond_broadcast(&wake);
-    pthread_mutex_unlock(&lock);
-    rows(&job, 0, N / threads);
+    while (atomic_load(&ready) < threads - 1) relax();          /* each new worker has seen the last generation */
+    job = (struct job){kind, w, x, xd, y, M, N, K, n < threads ? (n > 1 ? n : 1) : threads};
+    atomic_store(&pending, job.n - 1);
+    if (job.n > 1) {                                            /* one thread: the workers sleep on */
+        pthread_mutex_lock(&lock); atomic_fetch_add(&generation, 1); pthread_cond_broadcast(&wake);
+        pthread_mutex_unlock(&lock);
+    }
+    rows(&job, 0, edge(&job, 1));
     while (atomic_load(&pending)) relax();
     pthread_mutex_unlock(&one_job);
 }
@@ -364,7 +399,8 @@ NATIVE_TYPES = ("Q8_0", "Q4_0")            # the formats the C kernels read
 
 def _cpu_id() -> str:
     "What -march=native compiles for: the machine and, on Linux, the CPU's feature flags."
-    try: flags = next((l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features"))), "")
+    try:
+        with open("/proc/cpuinfo") as f: flags = next((l for l in f if l.startswith(("flags", "Features"))), "")
     except OSError: flags = ""
     return platform.machine() + flags
 
@@ -391,20 +427,29 @@ def compile_native(source: str = NATIVE_SOURCE, flags: tuple = ("-O3", "-march=n
 # (decode on Q8_0 here: 28 tokens/s, 46 with them told to sleep). libgomp reads this once, when torch is imported.
 if "torch" not in sys.modules: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+def omp_spins() -> bool:
+    """Whether torch's OpenMP threads spin between ops, holding the other cores: they do unless OMP_WAIT_POLICY was
+    PASSIVE when torch was imported (set by importing minillama first), or torch runs on one thread."""
+    return torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+
+def native_threads() -> int:
+    "Threads for one product of the C kernels: THREADS, or 1 where torch's OpenMP threads spin (`omp_spins`)."
+    return 1 if omp_spins() else THREADS
+
 @functools.cache
 def native():
     """The fused kernels built for this CPU (then without -march=native), or None: no working C compiler, or
-    MINILLAMA_NATIVE=0. Callers fall back to torch's int4 kernel."""
+    MINILLAMA_NATIVE=0. Callers fall back to torch's kernels (int4 for quantized matrices, oneDNN for float32)."""
     if os.environ.get("MINILLAMA_NATIVE", "1") == "0": return None
     for flags in (("-O3", "-march=native"), ("-O3",)):
         try: return compile_native(NATIVE_SOURCE, flags)
         except (OSError, subprocess.SubprocessError): pass
-    warnings.warn(f"minillama: no C compiler ({os.environ.get('CC', 'cc')}) could build the fused kernels; quantized "
-                  "matrices on torch use its int4 kernel instead")
+    warnings.warn(f"minillama: no C compiler ({os.environ.get('CC', 'cc')}) could build the fused kernels; torch's own "
+                  "kernels are used instead (int4 for quantized matrices)")
     return None
 
 # %% ../nbs/16_quant_kernels.ipynb #ab64b531
-KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8")      # `kind` in the C `linear`
+KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8", "f32_f32")      # `kind` in the C `linear`
 
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
     """x float32 [M, K] @ W.T -> [M, N], W the stored blocks `raw` [N, row bytes] of Q8_0 or Q4_0, read as they are
@@ -417,7 +462,7 @@ def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = Fals
         xs, xd = np.empty((M, K), np.int8), np.empty((M, K // 32), np.float32)       # [M, K], [M, K/32]
         lib.quantize_q8(x.ctypes.data, xs.ctypes.data, xd.ctypes.data, x.size)
     lib.linear(kind, raw.ctypes.data, xs.ctypes.data, None if xd is None else xd.ctypes.data, y.ctypes.data,
-               M, N, K, THREADS)                                 # rows shared out on THREADS threads, inside C
+               M, N, K, native_threads())                        # rows shared out between threads, inside C
     return y
 
 NATIVE_ROWS = 32           # rows of x from which one dequantization and a float32 GEMM beat the C kernels
@@ -437,11 +482,30 @@ class NativeQuantWeight(TorchQuantWeight):
         else: y = torch.from_numpy(native_linear(self.raw, self.qtype, x2.float().numpy(), self.exact))
         return y.reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
+# %% ../nbs/16_quant_kernels.ipynb #0889903f
+NATIVE_F32_ROWS = 16       # rows of x from which oneDNN's float32 GEMM beats the C kernel
+
+def native_f32_linear(x, W):
+    """x float32 [M, K] @ W.T -> [M, N] by the C kernel `f32_f32`, W float32 [N, K] contiguous on the CPU; None
+    (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels, or while torch's threads spin (`omp_spins`:
+    oneDNN runs on those very threads)."""
+    if len(x) >= NATIVE_F32_ROWS or not W.is_contiguous() or omp_spins() or not native(): return None
+    x, y = x.contiguous(), torch.empty(len(x), W.shape[0])                   # [M, K], [M, N]
+    native().linear(KINDS.index("f32_f32"), W.data_ptr(), x.data_ptr(), None, y.data_ptr(), len(x), W.shape[0],
+                    W.shape[1], THREADS)
+    return y
+
+CPU_LINEARS.append(native_f32_linear)
+
 # %% ../nbs/16_quant_kernels.ipynb #8752d0fd
 def quant_weight(ops, raw: np.ndarray, qtype: str):
     "A stored quantized matrix [rows, row bytes] of `qtype` -> the weight `ops` multiplies by."
     if ops.name == "numpy": return QuantWeight(raw, qtype)
     if ops.device.type == "cpu" and qtype in NATIVE_TYPES and native():     # the file's blocks, read by C kernels
+        if omp_spins():
+            warnings.warn("minillama: torch's OpenMP threads spin between ops (torch was imported before minillama, or "
+                          "OMP_WAIT_POLICY asks them to), so the C kernels run on one thread; import minillama before "
+                          "torch, or set OMP_WAIT_POLICY=PASSIVE before importing torch, to use every core")
         return NativeQuantWeight(raw, qtype, ops.exact and ops.dtype == torch.float32, ops.dtype)
     if ops.device.type == "cpu" and qtype in AFFINE:
         fast = ops.dtype == torch.float32 and not ops.exact        # float32 by default: the int4 kernel in bfloat16

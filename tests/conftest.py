@@ -1,6 +1,7 @@
 import json
 import numpy as np
 import pytest
+import minillama  # noqa: F401  before torch, as the README asks: torch's OpenMP threads then sleep between ops
 import torch
 
 torch.set_num_threads(max(1, torch.get_num_threads()))

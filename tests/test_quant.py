@@ -1,4 +1,5 @@
 "Quantization: byte-exact with llama.cpp's reference (gguf.quants), quantized inference on both backends, bad input."
+import os
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
 from minillama.quant import round_away
 from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
                                      TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
-                                     pack_int4, quant_weight)
+                                     native_f32_linear, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS, THREADS)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -212,6 +213,56 @@ def test_native_kernels_sharp(rng, tmp_path, monkeypatch):
     assert not r["ok"], r
 
 
+def f32_product(lib, W: np.ndarray, x: np.ndarray) -> np.ndarray:
+    "The C kernel f32_f32 of `lib`: x [M, K] @ W.T for float32 W [N, K]."
+    y = np.empty((len(x), len(W)), np.float32)
+    lib.linear(KINDS.index("f32_f32"), W.ctypes.data, x.ctypes.data, None, y.ctypes.data, len(x), len(W), W.shape[1],
+               THREADS)
+    return y
+
+
+@pytest.mark.parametrize("build", ["vector", "scalar"])
+def test_native_f32_kernel(builds, build, rng):
+    """float32 weights: 203 rows (four at a time, three left over, split unevenly between threads), K = 300 (the vector
+    loop's tail of 4), 1, 3 and 15 rows of x: numpy's product in float32; one changed weight changes its row only."""
+    W = rng.standard_normal((203, 300)).astype(np.float32)
+    for M in (1, 3, 15):
+        x = rng.standard_normal((M, 300)).astype(np.float32)
+        assert_close(f32_product(builds[build], W, x), x.astype(np.float64) @ W.T.astype(np.float64),
+                     what=f"f32_f32 {build}, M={M}")
+    for r, c in ((7, 299), (201, 0)):                                   # the tail of a 4-row group; a left-over row
+        bad = W.copy(); bad[r, c] += 1
+        diff = np.abs(f32_product(builds[build], bad, x) - f32_product(builds[build], W, x)).max(0)
+        assert diff[r] > 0 and (np.delete(diff, r) == 0).all(), (r, c)
+
+
+def test_native_f32_kernel_sharp(rng, tmp_path, monkeypatch):
+    "A kernel that writes row 3 of each group of four from row 2's sums, or drops the tail, fails the same check."
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
+    W = rng.standard_normal((64, 300)).astype(np.float32)
+    x = rng.standard_normal((1, 300)).astype(np.float32)
+    for old, new in (("y[3] = acc_sum(s3)", "y[3] = acc_sum(s2)"), ("x + k, K - k)", "x + k, 0)")):
+        assert old in NATIVE_SOURCE
+        bad = compile_native(NATIVE_SOURCE.replace(old, new))
+        assert not compare(f32_product(bad, W, x), x @ W.T, verbose=False)["ok"], new
+
+
+def test_linear_torch_takes_the_c_kernel(rng):
+    """float32 on the CPU: fewer than NATIVE_F32_ROWS rows of x go to the C kernel (its result to the bit), more to
+    oneDNN, and so does a strided W."""
+    from minillama.mlp_norm import CPU_LINEARS, linear_torch, onednn_linear
+    assert native_f32_linear in CPU_LINEARS
+    W = torch.from_numpy(rng.standard_normal((96, 64)).astype(np.float32))
+    for M in (1, NATIVE_F32_ROWS - 1, NATIVE_F32_ROWS):
+        x = torch.from_numpy(rng.standard_normal((M, 64)).astype(np.float32))
+        c = torch.from_numpy(f32_product(native(), W.numpy(), x.numpy()))
+        d = onednn_linear()(x, W, None, "none", [], "")
+        assert torch.equal(linear_torch(x, W), c if M < NATIVE_F32_ROWS else d), M
+        assert_close(linear_torch(x, W), x @ W.T, what=f"linear_torch, {M} rows")
+    assert native_f32_linear(x[:1], W.T.contiguous().T) is None                  # strided W: declined
+    assert native_f32_linear(x[:1], W) is not None
+
+
 def test_native_weight_roads(rng):
     "NativeQuantWeight: a few rows through the C kernels, a prompt through the dequantized road, both equal to numpy."
     W = (rng.standard_normal((150, 512)) * 0.05).astype(np.float32)
@@ -243,6 +294,63 @@ def test_native_threads_fork_and_callers(rng):
         assert np.array_equal(p.apply_async(native_linear, (raw, "Q8_0", xs[3])).get(timeout=60), want[3])
 
 
+def test_native_thread_counts(rng):
+    """Each product runs on the threads it asks for, more workers starting when asked for more: 1, 2, 3 and 5 threads
+    (then 2 again) give the same bits, for float32 and Q8_0 weights."""
+    lib = native()
+    W = rng.standard_normal((203, 96)).astype(np.float32)
+    raw, x = QUANTIZERS["Q8_0"](W), rng.standard_normal((2, 96)).astype(np.float32)
+    xq, xd = np.empty((2, 96), np.int8), np.empty(6, np.float32)
+    lib.quantize_q8(x.ctypes.data, xq.ctypes.data, xd.ctypes.data, x.size)
+    def both(n):
+        yf, yq = np.empty((2, 203), np.float32), np.empty((2, 203), np.float32)
+        lib.linear(KINDS.index("f32_f32"), W.ctypes.data, x.ctypes.data, None, yf.ctypes.data, 2, 203, 96, n)
+        lib.linear(KINDS.index("q8_0_q8"), raw.ctypes.data, xq.ctypes.data, xd.ctypes.data, yq.ctypes.data, 2, 203,
+                   96, n)
+        return yf, yq
+    one = both(1)
+    assert_close(one[0], x @ W.T, what="f32_f32 on one thread")
+    for n in (2, 3, 5, 2):
+        assert all(np.array_equal(a, b) for a, b in zip(both(n), one)), n
+
+
+TORCH_FIRST = """
+import warnings, numpy as np
+{first}
+import minillama, torch
+from minillama.model import make_ops
+from minillama.quant import QUANTIZERS, dequantize
+from minillama.quant_kernels import omp_spins, native_threads, native_f32_linear, quant_weight, NativeQuantWeight
+torch.set_num_threads(2)
+W = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32) * 0.1
+x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    w = quant_weight(make_ops("torch", "cpu", "float32"), QUANTIZERS["Q8_0"](W), "Q8_0")
+    y = w.linear(torch.from_numpy(x)).numpy()
+ref = x @ dequantize(QUANTIZERS["Q8_0"](W), "Q8_0").T
+warned = sum("OpenMP" in str(c.message) for c in caught)
+print(omp_spins(), native_threads(), native_f32_linear(torch.from_numpy(x), torch.from_numpy(W)) is None,
+      type(w).__name__, float(np.abs(y - ref).max() / np.abs(ref).max()), warned)
+"""
+
+
+@pytest.mark.parametrize("first", ["torch", "minillama"])
+def test_torch_imported_first(first):
+    """torch imported before minillama: its OpenMP threads spin between ops, so float32 stays on oneDNN (which runs on
+    those threads), the quantized C kernels run on one thread, and one warning says how to get every core back.
+    minillama first: every core, no warning. Both give the right product."""
+    import subprocess, sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-c", TORCH_FIRST.format(first=f"import {first}")], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    spins, threads, declined, kind, err, warned = r.stdout.split()
+    assert kind == "NativeQuantWeight" and float(err) < 1e-5
+    if first == "torch": assert (spins, threads, declined, warned) == ("True", "1", "True", "1"), r.stdout
+    else: assert (spins, threads, declined, warned) == ("False", str(os.cpu_count()), "False", "0"), r.stdout
+
+
 def test_without_a_compiler(tmp_path, monkeypatch):
     "No working C compiler: one warning line, and torch's int4 kernel takes the quantized matrices; the same when off."
     from minillama.model import make_ops
@@ -254,6 +362,9 @@ def test_without_a_compiler(tmp_path, monkeypatch):
             assert native() is None
         w = quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")
         assert type(w) is TorchQuantWeight and not list(tmp_path.glob("*.so"))
+        x, W = torch.ones(1, 64), torch.eye(64)
+        assert native_f32_linear(x, W) is None                              # float32: oneDNN instead
+        assert_close(minillama.mlp_norm.linear_torch(x, W), x, what="float32 without the C kernel")
         monkeypatch.delenv("CC"); monkeypatch.setenv("MINILLAMA_NATIVE", "0"); native.cache_clear()
         assert native() is None and type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is TorchQuantWeight
     finally:
