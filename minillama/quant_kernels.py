@@ -16,8 +16,8 @@ from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 # %% auto #0
 __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'KINDS', 'NATIVE_ROWS',
            'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
-           'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_linear',
-           'NativeQuantWeight', 'native_f32_linear', 'quant_weight']
+           'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_product',
+           'native_linear', 'NativeQuantWeight', 'native_f32_linear', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 def _scaled_codes(b: np.ndarray, qtype: str):
@@ -451,19 +451,24 @@ def native():
 # %% ../nbs/16_quant_kernels.ipynb #ab64b531
 KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8", "f32_f32")      # `kind` in the C `linear`
 
+def native_product(kind: str, w: int, x, N: int, lib=None):
+    """x float32 torch [M, K] contiguous @ W.T -> [M, N] by the C kernel `kind` (one of KINDS; `lib`, default
+    `native()`), W [N, K] at address `w`; a `_q8` kernel gets x quantized to int8 per block of 32 first."""
+    lib, (M, K) = lib or native(), x.shape
+    xs, xd, y = x, None, torch.empty(M, N)                                 # pointers from torch: ~0.2 µs, numpy's ~3
+    if kind.endswith("_q8"):
+        xs, xd = torch.empty(M, K, dtype=torch.int8), torch.empty(M, K // 32)     # [M, K], [M, K/32]
+        lib.quantize_q8(x.data_ptr(), xs.data_ptr(), xd.data_ptr(), x.numel())
+    lib.linear(KINDS.index(kind), w, xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, N, K,
+               native_threads())                                 # rows shared out between threads, inside C
+    return y
+
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
     """x float32 [M, K] @ W.T -> [M, N], W the stored blocks `raw` [N, row bytes] of Q8_0 or Q4_0, read as they are
-    by the C kernels (`lib`, default `native()`); x float32 if `exact`, else quantized to int8 per block of 32."""
-    lib, (M, K), N = lib or native(), x.shape, len(raw)
-    x, y = np.ascontiguousarray(x, np.float32), np.empty((M, N), np.float32)
-    kind = KINDS.index(f"{qtype.lower()}_{'f32' if exact else 'q8'}")
-    if exact: xs, xd = x, None
-    else:
-        xs, xd = np.empty((M, K), np.int8), np.empty((M, K // 32), np.float32)       # [M, K], [M, K/32]
-        lib.quantize_q8(x.ctypes.data, xs.ctypes.data, xd.ctypes.data, x.size)
-    lib.linear(kind, raw.ctypes.data, xs.ctypes.data, None if xd is None else xd.ctypes.data, y.ctypes.data,
-               M, N, K, native_threads())                        # rows shared out between threads, inside C
-    return y
+    by the C kernels; x float32 if `exact`, else quantized to int8 per block of 32."""
+    raw, x = np.ascontiguousarray(raw), torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    kind = f"{qtype.lower()}_{'f32' if exact else 'q8'}"
+    return native_product(kind, raw.ctypes.data, x, len(raw), lib).numpy()
 
 NATIVE_ROWS = 32           # rows of x from which one dequantization and a float32 GEMM beat the C kernels
 
@@ -474,12 +479,13 @@ class NativeQuantWeight(TorchQuantWeight):
         n, nb = BLOCKS[qtype]
         self.raw, self.qtype, self.exact, self.out_dtype = np.ascontiguousarray(raw), qtype, exact, out_dtype
         self.shape, self.nbytes = (raw.shape[0], raw.shape[1] // nb * n), raw.nbytes
+        self.kind, self.w = f"{qtype.lower()}_{'f32' if exact else 'q8'}", self.raw.ctypes.data   # C kernel, address
 
     def linear(self, x):
         "x [..., K] -> [..., N]"
         x2 = x.reshape(-1, self.shape[1])                                       # [M, K]
         if len(x2) >= NATIVE_ROWS: y = self.dequantized_linear(x2)
-        else: y = torch.from_numpy(native_linear(self.raw, self.qtype, x2.float().numpy(), self.exact))
+        else: y = native_product(self.kind, self.w, x2.float().contiguous(), self.shape[0])
         return y.reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
 # %% ../nbs/16_quant_kernels.ipynb #0889903f
@@ -490,10 +496,7 @@ def native_f32_linear(x, W):
     (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels, or while torch's threads spin (`omp_spins`:
     oneDNN runs on those very threads)."""
     if len(x) >= NATIVE_F32_ROWS or not W.is_contiguous() or omp_spins() or not native(): return None
-    x, y = x.contiguous(), torch.empty(len(x), W.shape[0])                   # [M, K], [M, N]
-    native().linear(KINDS.index("f32_f32"), W.data_ptr(), x.data_ptr(), None, y.data_ptr(), len(x), W.shape[0],
-                    W.shape[1], THREADS)
-    return y
+    return native_product("f32_f32", W.data_ptr(), x.contiguous(), W.shape[0])
 
 CPU_LINEARS.append(native_f32_linear)
 
