@@ -289,25 +289,34 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
     }
 }
 
-/* T_f32: x float32, the exact product up to the order of the sums. T_q8: x as quantize_q8 left it (faster). */
+/* T_f32: x float32, the exact product up to the order of the sums. T_q8: x as quantize_q8 left it (faster). Up to
+   four rows of x take each block at once: its codes are unpacked once for all of them. */
 #define KERNELS(T, BYTES)                                                                                        \
 void T##_f32(const uint8_t *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {             \
     for (long r = r0; r < r1; r++)                                                                               \
-        for (long m = 0; m < M; m++) {                                                                           \
+        for (long m0 = 0; m0 < M; m0 += 4) {                   /* rows m0.. of x, up to four */                  \
+            long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
-            acc_t acc = ACC_ZERO;                                                                                \
-            for (long k = 0; k < K; k += 32, b += BYTES) acc = dot_f32(codes_##T(b), x + m * K + k, half(b), acc); \
-            y[m * N + r] = acc_sum(acc);                                                                         \
+            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO};                                             \
+            for (long k = 0; k < K; k += 32, b += BYTES) {                                                       \
+                codes32 c = codes_##T(b); float d = half(b);                                                     \
+                for (long m = 0; m < mn; m++) acc[m] = dot_f32(c, x + (m0 + m) * K + k, d, acc[m]);              \
+            }                                                                                                    \
+            for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
         }                                                                                                        \
 }                                                                                                                \
-void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0, long r1) { \
+void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0, long r1) {\
     for (long r = r0; r < r1; r++)                                                                               \
-        for (long m = 0; m < M; m++) {                                                                           \
+        for (long m0 = 0; m0 < M; m0 += 4) {                                                                     \
+            long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
-            acc_t acc = ACC_ZERO;                                                                                \
-            for (long k = 0; k < K; k += 32, b += BYTES)                                                         \
-                acc = dot_q8(codes_##T(b), xq + m * K + k, half(b) * xd[(m * K + k) / 32], acc);                 \
-            y[m * N + r] = acc_sum(acc);                                                                         \
+            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO};                                             \
+            for (long k = 0; k < K; k += 32, b += BYTES) {                                                       \
+                codes32 c = codes_##T(b); float d = half(b);                                                     \
+                for (long m = 0; m < mn; m++)                                                                    \
+                    acc[m] = dot_q8(c, xq + (m0 + m) * K + k, d * xd[((m0 + m) * K + k) / 32], acc[m]);          \
+            }                                                                                                    \
+            for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
         }                                                                                                        \
 }
 KERNELS(q8_0, 34)
@@ -470,7 +479,7 @@ def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = Fals
     kind = f"{qtype.lower()}_{'f32' if exact else 'q8'}"
     return native_product(kind, raw.ctypes.data, x, len(raw), lib).numpy()
 
-NATIVE_ROWS = 32           # rows of x from which one dequantization and a float32 GEMM beat the C kernels
+NATIVE_ROWS = 128          # rows of x from which one dequantization and a float32 GEMM beat the C kernels
 
 class NativeQuantWeight(TorchQuantWeight):
     """A Q8_0 or Q4_0 matrix [N, K] on torch (CPU) kept as the file's blocks, nothing packed or copied: a few rows of

@@ -15,7 +15,7 @@ from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
 from minillama.quant import round_away
 from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
                                      TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
-                                     native_f32_linear, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS, THREADS)
+                                     native_f32_linear, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS, NATIVE_ROWS, THREADS)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -269,9 +269,14 @@ def test_native_weight_roads(rng):
     raw = QUANTIZERS["Q8_0"](W)
     nw = NativeQuantWeight(raw, "Q8_0", exact=True, out_dtype=torch.float32)
     assert nw.nbytes == raw.nbytes and np.shares_memory(nw.raw, raw)          # the stored blocks, nothing packed
-    for M in (1, 3, 40):
+    for M in (1, 3, 40, NATIVE_ROWS + 2):
         x = rng.standard_normal((M, 512)).astype(np.float32)
         assert_close(nw.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, what=f"Q8_0 native, {M} rows")
+    fast = NativeQuantWeight(raw, "Q8_0", exact=False, out_dtype=torch.float32)       # int8 x below NATIVE_ROWS rows
+    for M, road in ((NATIVE_ROWS - 1, "C"), (NATIVE_ROWS, "dequantized")):
+        x = rng.standard_normal((M, 512)).astype(np.float32)
+        r = compare(fast.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, verbose=False)
+        assert r["ok"] == (road == "dequantized"), (M, r)               # only the dequantized road keeps float32
     nb = NativeQuantWeight(raw, "Q8_0", exact=False, out_dtype=torch.bfloat16)
     x = rng.standard_normal((2, 512)).astype(np.float32)
     y = nb.linear(torch.from_numpy(x).bfloat16())
