@@ -297,11 +297,14 @@ void T##_f32(const uint8_t *w, const float *x, float *y, long M, long N, long K,
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* rows m0.. of x, up to four */                  \
             long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
-            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO};                                             \
-            for (long k = 0; k < K; k += 32, b += BYTES) {                                                       \
+            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO}, a = ACC_ZERO;                               \
+            if (mn == 1)                                        /* one row (decoding): `a` stays in a register */\
+                for (long k = 0; k < K; k += 32, b += BYTES) a = dot_f32(codes_##T(b), x + m0 * K + k, half(b), a);\
+            else for (long k = 0; k < K; k += 32, b += BYTES) {                                                  \
                 codes32 c = codes_##T(b); float d = half(b);                                                     \
                 for (long m = 0; m < mn; m++) acc[m] = dot_f32(c, x + (m0 + m) * K + k, d, acc[m]);              \
             }                                                                                                    \
+            if (mn == 1) acc[0] = a;                                                                             \
             for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
         }                                                                                                        \
 }                                                                                                                \
@@ -310,12 +313,15 @@ void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long 
         for (long m0 = 0; m0 < M; m0 += 4) {                                                                     \
             long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
-            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO};                                             \
-            for (long k = 0; k < K; k += 32, b += BYTES) {                                                       \
+            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO}, a = ACC_ZERO;                               \
+            const int8_t *x = xq + m0 * K; const float *s = xd + m0 * K / 32;                                    \
+            if (mn == 1)                                                                                         \
+                for (long k = 0; k < K; k += 32, b += BYTES) a = dot_q8(codes_##T(b), x + k, half(b) * s[k / 32], a);\
+            else for (long k = 0; k < K; k += 32, b += BYTES) {                                                  \
                 codes32 c = codes_##T(b); float d = half(b);                                                     \
-                for (long m = 0; m < mn; m++)                                                                    \
-                    acc[m] = dot_q8(c, xq + (m0 + m) * K + k, d * xd[((m0 + m) * K + k) / 32], acc[m]);          \
+                for (long m = 0; m < mn; m++) acc[m] = dot_q8(c, x + m * K + k, d * s[(m * K + k) / 32], acc[m]);\
             }                                                                                                    \
+            if (mn == 1) acc[0] = a;                                                                             \
             for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
         }                                                                                                        \
 }
