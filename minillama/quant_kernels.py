@@ -382,9 +382,8 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&lock);
         }
         seen = g;
-        if (i >= job.n) continue;                               /* this job wants fewer threads */
-        rows(&job, edge(&job, i), edge(&job, i + 1));
-        atomic_fetch_sub(&pending, 1);
+        if (i < job.n) rows(&job, edge(&job, i), edge(&job, i + 1));   /* a job may want fewer threads */
+        atomic_fetch_sub(&pending, 1);                          /* every worker answers: none lags into the next job */
     }
     return NULL;
 }
@@ -398,7 +397,7 @@ void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y
     }
     while (atomic_load(&ready) < threads - 1) relax();          /* each new worker has seen the last generation */
     job = (struct job){kind, w, x, xd, y, M, N, K, n < threads ? (n > 1 ? n : 1) : threads};
-    atomic_store(&pending, job.n - 1);
+    atomic_store(&pending, job.n > 1 ? threads - 1 : 0);
     if (job.n > 1) {                                            /* one thread: the workers sleep on */
         pthread_mutex_lock(&lock); atomic_fetch_add(&generation, 1); pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&lock);
