@@ -289,41 +289,33 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
     }
 }
 
-/* T_f32: x float32, the exact product up to the order of the sums. T_q8: x as quantize_q8 left it (faster). Up to
-   four rows of x take each block at once: its codes are unpacked once for all of them. */
-#define KERNELS(T, BYTES)                                                                                        \
-void T##_f32(const uint8_t *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {             \
+/* Rows r0:r1 of W against every row of x. Up to four rows of x take each block at once: its codes are unpacked once
+   for all of them. DOT(codes, m, k, d, acc) adds the block's product with row m of x, columns k..k+31. */
+#define ROWS_OF_X(T, BYTES, DOT)                                                                                 \
     for (long r = r0; r < r1; r++)                                                                               \
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* rows m0.. of x, up to four */                  \
             long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
             acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO}, a = ACC_ZERO;                               \
             if (mn == 1)                                        /* one row (decoding): `a` stays in a register */\
-                for (long k = 0; k < K; k += 32, b += BYTES) a = dot_f32(codes_##T(b), x + m0 * K + k, half(b), a);\
+                for (long k = 0; k < K; k += 32, b += BYTES) a = DOT(codes_##T(b), m0, k, half(b), a);           \
             else for (long k = 0; k < K; k += 32, b += BYTES) {                                                  \
                 codes32 c = codes_##T(b); float d = half(b);                                                     \
-                for (long m = 0; m < mn; m++) acc[m] = dot_f32(c, x + (m0 + m) * K + k, d, acc[m]);              \
+                for (long m = 0; m < mn; m++) acc[m] = DOT(c, m0 + m, k, d, acc[m]);                             \
             }                                                                                                    \
             if (mn == 1) acc[0] = a;                                                                             \
             for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
-        }                                                                                                        \
+        }
+
+/* T_f32: x float32, the exact product up to the order of the sums. T_q8: x as quantize_q8 left it (faster). */
+#define DOT_F32(c, m, k, d, acc) dot_f32(c, x + (m) * K + (k), d, acc)
+#define DOT_Q8(c, m, k, d, acc) dot_q8(c, xq + (m) * K + (k), (d) * xd[((m) * K + (k)) / 32], acc)
+#define KERNELS(T, BYTES)                                                                                        \
+void T##_f32(const uint8_t *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {             \
+    ROWS_OF_X(T, BYTES, DOT_F32)                                                                                 \
 }                                                                                                                \
 void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0, long r1) {\
-    for (long r = r0; r < r1; r++)                                                                               \
-        for (long m0 = 0; m0 < M; m0 += 4) {                                                                     \
-            long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
-            const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \
-            acc_t acc[4] = {ACC_ZERO, ACC_ZERO, ACC_ZERO, ACC_ZERO}, a = ACC_ZERO;                               \
-            const int8_t *x = xq + m0 * K; const float *s = xd + m0 * K / 32;                                    \
-            if (mn == 1)                                                                                         \
-                for (long k = 0; k < K; k += 32, b += BYTES) a = dot_q8(codes_##T(b), x + k, half(b) * s[k / 32], a);\
-            else for (long k = 0; k < K; k += 32, b += BYTES) {                                                  \
-                codes32 c = codes_##T(b); float d = half(b);                                                     \
-                for (long m = 0; m < mn; m++) acc[m] = dot_q8(c, x + m * K + k, d * s[(m * K + k) / 32], acc[m]);\
-            }                                                                                                    \
-            if (mn == 1) acc[0] = a;                                                                             \
-            for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
-        }                                                                                                        \
+    ROWS_OF_X(T, BYTES, DOT_Q8)                                                                                  \
 }
 KERNELS(q8_0, 34)
 KERNELS(q4_0, 18)

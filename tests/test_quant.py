@@ -15,7 +15,8 @@ from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
 from minillama.quant import round_away
 from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
                                      TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
-                                     native_f32_linear, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS, NATIVE_ROWS, THREADS)
+                                     native_f32_linear, native_product, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS,
+                                     NATIVE_ROWS)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -215,10 +216,7 @@ def test_native_kernels_sharp(rng, tmp_path, monkeypatch):
 
 def f32_product(lib, W: np.ndarray, x: np.ndarray) -> np.ndarray:
     "The C kernel f32_f32 of `lib`: x [M, K] @ W.T for float32 W [N, K]."
-    y = np.empty((len(x), len(W)), np.float32)
-    lib.linear(KINDS.index("f32_f32"), W.ctypes.data, x.ctypes.data, None, y.ctypes.data, len(x), len(W), W.shape[1],
-               THREADS)
-    return y
+    return native_product("f32_f32", W.ctypes.data, torch.from_numpy(x), len(W), lib).numpy()
 
 
 @pytest.mark.parametrize("build", ["vector", "scalar"])
