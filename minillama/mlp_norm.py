@@ -9,8 +9,8 @@ import numpy as np
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['CPU_LINEARS', 'onednn_linear', 'linear_np', 'linear_torch', 'silu_np', 'swiglu_np', 'swiglu_torch', 'rmsnorm_np',
-           'rmsnorm_torch', 'layernorm_np']
+__all__ = ['CPU_LINEARS', 'onednn_linear', 'linear_np', 'linear_torch', 'linears_torch', 'silu_np', 'swiglu_np', 'swiglu_torch',
+           'rmsnorm_np', 'rmsnorm_torch', 'layernorm_np']
 
 # %% ../nbs/05_mlp_norm.ipynb #a2caaa49
 @functools.cache
@@ -31,22 +31,34 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
         y = (W @ x2.T).T
     return y.reshape(*x.shape[:-1], W.shape[0])
 
-CPU_LINEARS: list = []   # kernels f(x [N, in], W [out, in]) -> [N, out], or None where they do not apply: float32
-                         # on the CPU tries them first (notebook 16 adds one written in C, for a few rows)
+CPU_LINEARS: list = []   # kernels f(x [N, in], Ws) -> x @ W.T for every W of Ws, side by side [N, Σ out], or None
+                         # where they do not apply; asked first on the CPU (notebook 16 adds its C kernels)
 
 def linear_torch(x, W):
-    """torch version of `linear_np`. float32 on the CPU tries `CPU_LINEARS`, then oneDNN's inner product
-    (`onednn_linear`); elsewhere gemv for one row (a little faster than F.linear's gemm there) and F.linear for
-    several."""
+    """torch version of `linear_np`. On the CPU a kernel of `CPU_LINEARS` may take it, float32 then goes to oneDNN's
+    inner product (`onednn_linear`); elsewhere gemv for one row (a little faster than F.linear's gemm there) and
+    F.linear for several."""
+    return linears_torch(x, (W,))[0]
+
+def linears_torch(x, Ws) -> tuple:
+    """x [..., in] @ W.T for every W [out, in] of `Ws` (q, k and v; gate and up) -> a tuple of [..., out]: in one call
+    where a kernel of `CPU_LINEARS` takes them all, else one at a time."""
+    *lead, n = x.shape
+    x2 = x.reshape(-1, n)                                          # [N, in]
+    if x.is_cpu:
+        for f in CPU_LINEARS:
+            if (y := f(x2, Ws)) is not None:                       # [N, Σ out]
+                if len(Ws) == 1: return (y.view(*lead, -1),)
+                return tuple(t.view(*lead, -1) for t in y.split([W.shape[0] for W in Ws], -1))   # views, no copy
+    return tuple(_linear_torch(x, x2, W) for W in Ws)
+
+def _linear_torch(x, x2, W):                                       # one matrix, torch's own kernels
     if not isinstance(W, torch.Tensor): return W.linear(x)        # a weight object that multiplies itself
-    x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
     y = None
-    if W.device.type == "cpu" and x.dtype == W.dtype == torch.float32:
-        y = next((y for f in CPU_LINEARS if (y := f(x2, W)) is not None), None)
-        if y is None and W.is_contiguous() and onednn_linear():
-            y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")    # [N, in] @ [out, in].T -> [N, out]
-    if y is None and x2.shape[0] == 1: y = (W @ x2[0])[None]      # gemv: [out, in] @ [in] -> [1, out]
-    elif y is None: y = torch.nn.functional.linear(x2, W)          # gemm: [N, in] @ [out, in].T -> [N, out]
+    if W.is_cpu and x.dtype == W.dtype == torch.float32 and W.is_contiguous() and onednn_linear():
+        y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")        # [N, in] @ [out, in].T -> [N, out]
+    elif x2.shape[0] == 1: y = (W @ x2[0])[None]                   # gemv: [out, in] @ [in] -> [1, out]
+    else: y = torch.nn.functional.linear(x2, W)                    # gemm: [N, in] @ [out, in].T -> [N, out]
     return y.reshape(*x.shape[:-1], W.shape[0])
 
 # %% ../nbs/05_mlp_norm.ipynb #9fa71fa4
@@ -63,8 +75,9 @@ def swiglu_np(x, w_gate, w_up, w_down):
     return linear_np(g, w_down)                                    # [..., F] -> [..., D]
 
 def swiglu_torch(x, w_gate, w_up, w_down):
-    "torch version of `swiglu_np`."
-    return linear_torch(torch.nn.functional.silu(linear_torch(x, w_gate)) * linear_torch(x, w_up), w_down)
+    "torch version of `swiglu_np`; gate and up read x in one call where a CPU kernel takes both."
+    g, u = linears_torch(x, (w_gate, w_up))                        # [..., D] -> [..., F] twice
+    return linear_torch(torch.nn.functional.silu(g) * u, w_down)
 
 # %% ../nbs/05_mlp_norm.ipynb #46b475d9
 def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:

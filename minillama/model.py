@@ -13,7 +13,7 @@ from .embeddings import embed_np, embed_torch
 from .positions import (rope_inv_freq, rope_cos_sin, rope_interleaved_np, rope_half_np, rope_interleaved_torch,
                                  rope_half_torch, ROPE_LAYOUTS)
 from .attention import attention_np, attention_torch, KVCache
-from .mlp_norm import linear_np, linear_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
+from .mlp_norm import linear_np, linear_torch, linears_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
@@ -163,6 +163,7 @@ class Ops(Protocol):
     def embed(self, W, ids):          "W [V, D], ids [B, T] -> x [B, T, D]"
     def rmsnorm(self, x, w, eps):     "x [B, T, D], w [D] -> [B, T, D]"
     def linear(self, x, W):           "x [..., n] @ W.T, W [d, n] -> [..., d]"
+    def linears(self, x, Ws):         "`linear` for every W of Ws (one x: q, k, v) -> a tuple, in one call where it can"
     def heads(self, x, n):            "[B, T, n*hd] -> [B, n, T, hd]"
     def merge(self, x):               "[B, H, T, hd] -> [B, T, H*hd]"
     def rope_tables(self, cos, sin):  "float32 numpy [T, hd/2] each -> the backend's"
@@ -201,6 +202,7 @@ class NumpyOps(Ops):
     def embed(self, W, ids):       return embed_np(W, ids)
     def rmsnorm(self, x, w, eps):  return rmsnorm_np(x, w, eps)
     def linear(self, x, W):        return linear_np(x, W)
+    def linears(self, x, Ws):      return tuple(linear_np(x, W) for W in Ws)
     def heads(self, x, n):         return x.reshape(*x.shape[:2], n, -1).transpose(0, 2, 1, 3)
     def merge(self, x):            return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
     def rope_tables(self, cos, sin): return cos, sin
@@ -249,6 +251,7 @@ class TorchOps(Ops):
     def embed(self, W, ids):       return embed_torch(W, ids)
     def rmsnorm(self, x, w, eps):  return rmsnorm_torch(x, w, eps)
     def linear(self, x, W):        return linear_torch(x, W)
+    def linears(self, x, Ws):      return linears_torch(x, Ws)
     def heads(self, x, n):         return x.reshape(*x.shape[:2], n, -1).transpose(1, 2)
     def merge(self, x):            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
     def rope_tables(self, cos, sin):
@@ -281,9 +284,8 @@ def block(o: Ops, c: LlamaConfig, L: LayerWeights, x, cos, sin, cache: KVCache |
     """One transformer block (Meta's TransformerBlock): x [B, T, D] -> [B, T, D]; layer i's keys and values go to
     `cache`."""
     h = o.rmsnorm(x, L.attn_norm, c.norm_eps)                        # [B, T, D]
-    q = o.heads(o.linear(h, L.wq), c.n_heads)                        # [B, T, H*hd] -> [B, H, T, hd]
-    k = o.heads(o.linear(h, L.wk), c.n_kv_heads)                     # [B, KV, T, hd]
-    v = o.heads(o.linear(h, L.wv), c.n_kv_heads)                     # [B, KV, T, hd]
+    q, k, v = o.linears(h, (L.wq, L.wk, L.wv))                       # [B, T, H*hd], [B, T, KV*hd] x 2
+    q, k, v = o.heads(q, c.n_heads), o.heads(k, c.n_kv_heads), o.heads(v, c.n_kv_heads)   # [B, H|KV, T, hd]
     q, k = o.rope(q, cos, sin, c.rope_layout), o.rope(k, cos, sin, c.rope_layout)
     if cache is not None: k, v = cache.update(i, start_pos, k, v)    # [B, KV, start_pos+T, hd]
     x = x + o.linear(o.merge(o.attention(q, k, v)), L.wo)           # [B, H, T, hd] -> [B, T, H*hd] -> [B, T, D]

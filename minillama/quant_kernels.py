@@ -17,7 +17,8 @@ from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'KINDS', 'NATIVE_ROWS',
            'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
            'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_product',
-           'native_linear', 'NativeQuantWeight', 'native_f32_linear', 'quant_weight']
+           'native_linear', 'NativeQuantWeight', 'native_quant_linears', 'f32_matrix', 'native_f32_linear',
+           'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 def _scaled_codes(b: np.ndarray, qtype: str):
@@ -239,18 +240,16 @@ static inline float acc_sum(acc_t a) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-static inline void dot4_f32(const float *w, long K, const float *x, float *y) {   /* rows w [4, K] · x -> y [4] */
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    long k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 b = _mm256_loadu_ps(x + k);                  /* one load of x serves four rows */
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), b, s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + K + k), b, s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * K + k), b, s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 3 * K + k), b, s3);
-    }
-    y[0] = acc_sum(s0); y[1] = acc_sum(s1); y[2] = acc_sum(s2); y[3] = acc_sum(s3);
-    for (int i = 0; i < 4; i++) y[i] += dot1_f32(w + i * K + k, x + k, K - k);    /* K not a multiple of 8 */
+#define DOTS_F32(R)                                         /* rows w [R, K] · x -> y [R] */                \
+static inline void dot##R##_f32(const float *w, long K, const float *x, float *y) {                              \
+    __m256 s[R];                                                                                                 \
+    for (int i = 0; i < R; i++) s[i] = _mm256_setzero_ps();                                                      \
+    long k = 0;                                                                                                  \
+    for (; k + 8 <= K; k += 8) {                                                                                 \
+        __m256 b = _mm256_loadu_ps(x + k);                  /* one load of x serves R rows */                    \
+        for (int i = 0; i < R; i++) s[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * K + k), b, s[i]);            \
+    }                                                                                                            \
+    for (int i = 0; i < R; i++) y[i] = acc_sum(s[i]) + dot1_f32(w + i * K + k, x + k, K - k);   /* K % 8 left */ \
 }
 #else                                                        /* the same contracts, one weight at a time */
 typedef struct { int8_t c[32]; } codes32;
@@ -273,8 +272,9 @@ static inline acc_t dot_q8(codes32 v, const int8_t *x, float d, acc_t acc) {
     return acc + d * s;
 }
 static inline float acc_sum(acc_t a) { return a; }
-static inline void dot4_f32(const float *w, long K, const float *x, float *y) {
-    for (int i = 0; i < 4; i++) y[i] = dot1_f32(w + i * K, x, K);
+#define DOTS_F32(R)                                                                                              \
+static inline void dot##R##_f32(const float *w, long K, const float *x, float *y) {                              \
+    for (int i = 0; i < R; i++) y[i] = dot1_f32(w + i * K, x, K);                                                \
 }
 #endif
 
@@ -320,47 +320,63 @@ void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long 
 KERNELS(q8_0, 34)
 KERNELS(q4_0, 18)
 
-/* f32_f32: float32 weights, four rows at a time (each row stays in the cache while every row of x passes) */
+DOTS_F32(4)
+DOTS_F32(8)
+
+/* f32_f32: float32 weights. One row of x (decoding) takes eight rows of W at a time: eight streams of weights in
+   flight. Several take four, which stay in the cache while every row of x passes. A row's sum is the same either way. */
 void f32_f32(const float *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {
-    float y4[4];
+    float yr[8];
     long r = r0;
+    if (M == 1)
+        for (; r + 8 <= r1; r += 8) {
+            dot8_f32(w + r * K, K, x, yr);
+            for (int i = 0; i < 8; i++) y[r + i] = yr[i];
+        }
     for (; r + 4 <= r1; r += 4)
         for (long m = 0; m < M; m++) {
-            dot4_f32(w + r * K, K, x + m * K, y4);
-            for (int i = 0; i < 4; i++) y[m * N + r + i] = y4[i];
+            dot4_f32(w + r * K, K, x + m * K, yr);
+            for (int i = 0; i < 4; i++) y[m * N + r + i] = yr[i];
         }
     for (; r < r1; r++)
         for (long m = 0; m < M; m++) y[m * N + r] = dot1_f32(w + r * K, x + m * K, K);
 }
 
 /* Rows of one product shared out between threads: this one and workers that wait for the next job, spinning a
-   little first (a decode step sends ~85 products a few µs apart), then asleep. */
+   little first (a decode step sends ~50 products a few µs apart), then asleep. A job holds up to three matrices that
+   multiply the same x (q, k and v; gate and up), their outputs side by side in y: one hand-off for all three. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
-struct job { int kind; const uint8_t *w; const void *x; const float *xd; float *y; long M, N, K; int n; };
+struct job { int kind; const void *x; const float *xd; float *y; long M, K, N; int n;   /* y [M, N] */
+             const uint8_t *w[3]; long Nw[3]; };                 /* matrix p: W [Nw[p], K] at w[p] */
 static struct job job;
 static int threads = 1; static pid_t owner;      /* threads running (this one and workers 1..), in process `owner` */
 static atomic_long generation; static atomic_int pending, ready;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, one_job = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 
-static void rows(const struct job *j, long r0, long r1) {
-    switch (j->kind) {
-        case 0: q8_0_f32(j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
-        case 1: q4_0_f32(j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
-        case 2: q8_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
-        case 3: q4_0_q8(j->w, j->x, j->xd, j->y, j->M, j->N, j->K, r0, r1); break;
-        case 4: f32_f32((const float *)j->w, j->x, j->y, j->M, j->N, j->K, r0, r1); break;
+static long edge(long N, long i, long n) {                     /* thread i's first row of N: a multiple of 8, so */
+    return i == n ? N : N * i / n / 8 * 8;                       /* that f32_f32's groups are the same for any n */
+}
+static void rows(const struct job *j, long i) {                /* thread i's share of every matrix of the job */
+    float *y = j->y;                                             /* matrix p's columns of y [M, N] start here */
+    for (int p = 0; p < 3; y += j->Nw[p], p++) {
+        const uint8_t *w = j->w[p];
+        long r0 = edge(j->Nw[p], i, j->n), r1 = edge(j->Nw[p], i + 1, j->n);
+        switch (j->kind) {
+            case 0: q8_0_f32(w, j->x, y, j->M, j->N, j->K, r0, r1); break;
+            case 1: q4_0_f32(w, j->x, y, j->M, j->N, j->K, r0, r1); break;
+            case 2: q8_0_q8(w, j->x, j->xd, y, j->M, j->N, j->K, r0, r1); break;
+            case 3: q4_0_q8(w, j->x, j->xd, y, j->M, j->N, j->K, r0, r1); break;
+            case 4: f32_f32((const float *)w, j->x, y, j->M, j->N, j->K, r0, r1); break;
+        }
     }
 }
 static inline void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-}
-static long edge(const struct job *j, long i) {               /* thread i's first row: a multiple of 4, so that */
-    return i == j->n ? j->N : j->N * i / j->n / 4 * 4;          /* f32_f32's groups are the same for any n */
 }
 static void *worker(void *arg) {
     long i = (long)arg, seen = atomic_load(&generation);        /* linear() waits for this before its next job */
@@ -374,13 +390,15 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&lock);
         }
         seen = g;
-        if (i < job.n) rows(&job, edge(&job, i), edge(&job, i + 1));   /* a job may want fewer threads */
+        if (i < job.n) rows(&job, i);                           /* a job may want fewer threads */
         atomic_fetch_sub(&pending, 1);                          /* every worker answers: none lags into the next job */
     }
     return NULL;
 }
-/* y [M, N] = x [M, K] @ W.T on n threads; kind: 0 q8_0_f32, 1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8, 4 f32_f32 */
-void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y, long M, long N, long K, int n) {
+/* y [M, N0 + N1 + N2] = x [M, K] @ [W0; W1; W2].T on n threads (N1 = N2 = 0: one matrix); kind: 0 q8_0_f32,
+   1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8, 4 f32_f32 */
+void linear(int kind, const void *x, const float *xd, float *y, long M, long K, int n,
+            const uint8_t *w0, long N0, const uint8_t *w1, long N1, const uint8_t *w2, long N2) {
     pthread_mutex_lock(&one_job);                               /* one product at a time, whatever calls it */
     if (owner != getpid()) { threads = 1; ready = 0; owner = getpid(); }   /* the first call, or after a fork */
     for (pthread_t t; threads < n; threads++) {                 /* more workers when asked for more */
@@ -388,13 +406,14 @@ void linear(int kind, const uint8_t *w, const void *x, const float *xd, float *y
         pthread_detach(t);
     }
     while (atomic_load(&ready) < threads - 1) relax();          /* each new worker has seen the last generation */
-    job = (struct job){kind, w, x, xd, y, M, N, K, n < threads ? (n > 1 ? n : 1) : threads};
+    job = (struct job){kind, x, xd, y, M, K, N0 + N1 + N2, n < threads ? (n > 1 ? n : 1) : threads,
+                       {w0, w1, w2}, {N0, N1, N2}};
     atomic_store(&pending, job.n > 1 ? threads - 1 : 0);
     if (job.n > 1) {                                            /* one thread: the workers sleep on */
         pthread_mutex_lock(&lock); atomic_fetch_add(&generation, 1); pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&lock);
     }
-    rows(&job, 0, edge(&job, 1));
+    rows(&job, 0);
     while (atomic_load(&pending)) relax();
     pthread_mutex_unlock(&one_job);
 }
@@ -426,8 +445,8 @@ def compile_native(source: str = NATIVE_SOURCE, flags: tuple = ("-O3", "-march=n
             os.replace(Path(d) / "k.so", so)
     lib, P, L = ctypes.CDLL(str(so)), ctypes.c_void_p, ctypes.c_long
     lib.quantize_q8.argtypes = [P, P, P, L]                                 # x, xq, xd, n
-    lib.linear.argtypes = [ctypes.c_int, P, P, P, P, L, L, L, ctypes.c_int]  # kind, w, x, xd, y, M, N, K, threads
-    return lib
+    lib.linear.argtypes = [ctypes.c_int, P, P, P, L, L, ctypes.c_int, P, L, P, L, P, L]   # kind, x, xd, y, M, K,
+    return lib                                                              # threads, then (w, N) x 3
 
 # torch's OpenMP threads spin for a while after each op, holding the core that the C kernels' second thread needs
 # (decode on Q8_0 here: 28 tokens/s, 46 with them told to sleep). libgomp reads this once, when torch is imported.
@@ -436,7 +455,11 @@ if "torch" not in sys.modules: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE
 def omp_spins() -> bool:
     """Whether torch's OpenMP threads spin between ops, holding the other cores: they do unless OMP_WAIT_POLICY was
     PASSIVE when torch was imported (set by importing minillama first), or torch runs on one thread."""
-    return torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+    return torch.get_num_threads() > 1 and not _omp_passive()
+
+@functools.cache
+def _omp_passive() -> bool:          # asked once torch is imported (omp_spins imports it first): libgomp read it then
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 def native_threads() -> int:
     "Threads for one product of the C kernels: THREADS, or 1 where torch's OpenMP threads spin (`omp_spins`)."
@@ -457,16 +480,17 @@ def native():
 # %% ../nbs/16_quant_kernels.ipynb #ab64b531
 KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8", "f32_f32")      # `kind` in the C `linear`
 
-def native_product(kind: str, w: int, x, N: int, lib=None):
-    """x float32 torch [M, K] contiguous @ W.T -> [M, N] by the C kernel `kind` (one of KINDS; `lib`, default
-    `native()`), W [N, K] at address `w`; a `_q8` kernel gets x quantized to int8 per block of 32 first."""
+def native_product(kind: str, ws, x, lib=None):
+    """x float32 torch [M, K] contiguous @ W.T for each (address, N) of `ws`, one to three matrices W [N, K] that the
+    C kernel `kind` reads (one of KINDS; `lib`, default `native()`) -> their outputs side by side, [M, ΣN]. A `_q8`
+    kernel gets x quantized to int8 per block of 32 first."""
     lib, (M, K) = lib or native(), x.shape
-    xs, xd, y = x, None, torch.empty(M, N)                                 # pointers from torch: ~0.2 µs, numpy's ~3
+    xs, xd, y = x, None, torch.empty(M, sum(N for _, N in ws))         # pointers from torch: ~0.2 µs, numpy's ~3
     if kind.endswith("_q8"):
         xs, xd = torch.empty(M, K, dtype=torch.int8), torch.empty(M, K // 32)     # [M, K], [M, K/32]
         lib.quantize_q8(x.data_ptr(), xs.data_ptr(), xd.data_ptr(), x.numel())
-    lib.linear(KINDS.index(kind), w, xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, N, K,
-               native_threads())                                 # rows shared out between threads, inside C
+    lib.linear(KINDS.index(kind), xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, K,
+               native_threads(), *[v for w in ws for v in w], *[None, 0] * (3 - len(ws)))   # rows shared out in C
     return y
 
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
@@ -474,7 +498,7 @@ def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = Fals
     by the C kernels; x float32 if `exact`, else quantized to int8 per block of 32."""
     raw, x = np.ascontiguousarray(raw), torch.from_numpy(np.ascontiguousarray(x, np.float32))
     kind = f"{qtype.lower()}_{'f32' if exact else 'q8'}"
-    return native_product(kind, raw.ctypes.data, x, len(raw), lib).numpy()
+    return native_product(kind, [(raw.ctypes.data, len(raw))], x, lib).numpy()
 
 NATIVE_ROWS = 128          # rows of x from which one dequantization and a float32 GEMM beat the C kernels
 
@@ -491,18 +515,42 @@ class NativeQuantWeight(TorchQuantWeight):
         "x [..., K] -> [..., N]"
         x2 = x.reshape(-1, self.shape[1])                                       # [M, K]
         if len(x2) >= NATIVE_ROWS: y = self.dequantized_linear(x2)
-        else: y = native_product(self.kind, self.w, x2.float().contiguous(), self.shape[0])
+        else: y = native_product(self.kind, [(self.w, self.shape[0])], x2.float().contiguous())
         return y.reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
-# %% ../nbs/16_quant_kernels.ipynb #0889903f
-NATIVE_F32_ROWS = 16       # rows of x from which oneDNN's float32 GEMM beats the C kernel
+def native_quant_linears(x, Ws):
+    """x [M, K] @ W.T for every W of `Ws`, up to three `NativeQuantWeight`s of one kind, in one C call -> [M, ΣN];
+    None (each W's own `linear` then) for anything else or NATIVE_ROWS rows or more."""
+    W = Ws[0]
+    if not isinstance(W, NativeQuantWeight) or len(x) >= NATIVE_ROWS or len(Ws) > 3 or not all(
+            isinstance(V, NativeQuantWeight) and V.kind == W.kind and V.shape[1] == x.shape[1] for V in Ws): return None
+    return native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x.float().contiguous()).to(W.out_dtype)
 
-def native_f32_linear(x, W):
-    """x float32 [M, K] @ W.T -> [M, N] by the C kernel `f32_f32`, W float32 [N, K] contiguous on the CPU; None
-    (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels, or while torch's threads spin (`omp_spins`:
-    oneDNN runs on those very threads)."""
-    if len(x) >= NATIVE_F32_ROWS or not W.is_contiguous() or omp_spins() or not native(): return None
-    return native_product("f32_f32", W.data_ptr(), x.contiguous(), W.shape[0])
+CPU_LINEARS.append(native_quant_linears)
+
+# %% ../nbs/16_quant_kernels.ipynb #0889903f
+NATIVE_F32_ROWS = 8        # rows of x from which oneDNN's float32 GEMM beats the C kernel
+
+def f32_matrix(W) -> tuple | None:
+    """(address, rows, columns) of W if the C kernel can read it (a float32 matrix, contiguous, on the CPU), else None.
+    Found once and kept on the tensor (`_native`): right after a product has streamed megabytes through the caches,
+    each torch call costs several µs, and checking every matrix again cost a decode step 3 ms."""
+    if not isinstance(W, torch.Tensor): return None
+    m = W.__dict__.get("_native")
+    if m is None or m[0] != W.data_ptr():                          # first sight, or storage swapped since: look again
+        ok = W.dtype == torch.float32 and W.is_cpu and W.ndim == 2 and W.is_contiguous()
+        m = W._native = (W.data_ptr(), *W.shape) if ok else (W.data_ptr(), None, None)
+    return m if m[1] is not None else None
+
+def native_f32_linear(x, Ws):
+    """x float32 [M, K] @ W.T for every W of `Ws`, up to three float32 [N, K] contiguous on the CPU, in one call of the
+    C kernel `f32_f32` -> [M, ΣN]; None (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels, or while
+    torch's threads spin (`omp_spins`: oneDNN runs on those very threads)."""
+    ms = [f32_matrix(W) for W in Ws]
+    M, K = x.shape
+    if (None in ms or any(m[2] != K for m in ms) or M >= NATIVE_F32_ROWS or len(Ws) > 3 or x.dtype != torch.float32
+            or omp_spins() or not native()): return None
+    return native_product("f32_f32", [m[:2] for m in ms], x if x.is_contiguous() else x.contiguous())
 
 CPU_LINEARS.append(native_f32_linear)
 

@@ -15,8 +15,8 @@ from minillama.quant import QUANTIZERS, BLOCKS, dequantize, quantize_q4_k
 from minillama.quant import round_away
 from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
                                      TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
-                                     native_f32_linear, native_product, pack_int4, quant_weight, KINDS, NATIVE_F32_ROWS,
-                                     NATIVE_ROWS)
+                                     native_f32_linear, native_product, native_quant_linears, pack_int4, quant_weight,
+                                     KINDS, NATIVE_F32_ROWS, NATIVE_ROWS)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -216,30 +216,30 @@ def test_native_kernels_sharp(rng, tmp_path, monkeypatch):
 
 def f32_product(lib, W: np.ndarray, x: np.ndarray) -> np.ndarray:
     "The C kernel f32_f32 of `lib`: x [M, K] @ W.T for float32 W [N, K]."
-    return native_product("f32_f32", W.ctypes.data, torch.from_numpy(x), len(W), lib).numpy()
+    return native_product("f32_f32", [(W.ctypes.data, len(W))], torch.from_numpy(x), lib).numpy()
 
 
 @pytest.mark.parametrize("build", ["vector", "scalar"])
 def test_native_f32_kernel(builds, build, rng):
-    """float32 weights: 203 rows (four at a time, three left over, split unevenly between threads), K = 300 (the vector
+    """float32 weights: 203 rows (eight at a time, three left over, split unevenly between threads), K = 300 (the vector
     loop's tail of 4), 1, 3 and 15 rows of x: numpy's product in float32; one changed weight changes its row only."""
     W = rng.standard_normal((203, 300)).astype(np.float32)
     for M in (1, 3, 15):
         x = rng.standard_normal((M, 300)).astype(np.float32)
         assert_close(f32_product(builds[build], W, x), x.astype(np.float64) @ W.T.astype(np.float64),
                      what=f"f32_f32 {build}, M={M}")
-    for r, c in ((7, 299), (201, 0)):                                   # the tail of a 4-row group; a left-over row
+    for r, c in ((7, 299), (201, 0)):                                   # the tail of an 8-row group; a left-over row
         bad = W.copy(); bad[r, c] += 1
         diff = np.abs(f32_product(builds[build], bad, x) - f32_product(builds[build], W, x)).max(0)
         assert diff[r] > 0 and (np.delete(diff, r) == 0).all(), (r, c)
 
 
 def test_native_f32_kernel_sharp(rng, tmp_path, monkeypatch):
-    "A kernel that writes row 3 of each group of four from row 2's sums, or drops the tail, fails the same check."
+    "A kernel that writes each odd row of a group of eight from the row before's sums, or drops the tail, fails."
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
     W = rng.standard_normal((64, 300)).astype(np.float32)
     x = rng.standard_normal((1, 300)).astype(np.float32)
-    for old, new in (("y[3] = acc_sum(s3)", "y[3] = acc_sum(s2)"), ("x + k, K - k)", "x + k, 0)")):
+    for old, new in (("y[i] = acc_sum(s[i])", "y[i] = acc_sum(s[i & 6])"), ("x + k, K - k)", "x + k, 0)")):
         assert old in NATIVE_SOURCE
         bad = compile_native(NATIVE_SOURCE.replace(old, new))
         assert not compare(f32_product(bad, W, x), x @ W.T, verbose=False)["ok"], new
@@ -247,8 +247,8 @@ def test_native_f32_kernel_sharp(rng, tmp_path, monkeypatch):
 
 def test_linear_torch_takes_the_c_kernel(rng):
     """float32 on the CPU: fewer than NATIVE_F32_ROWS rows of x go to the C kernel (its result to the bit), more to
-    oneDNN, and so does a strided W."""
-    from minillama.mlp_norm import CPU_LINEARS, linear_torch, onednn_linear
+    oneDNN, and so does a strided W. Three matrices in one call (`linears_torch`) give what three calls give."""
+    from minillama.mlp_norm import CPU_LINEARS, linear_torch, linears_torch, onednn_linear
     assert native_f32_linear in CPU_LINEARS
     W = torch.from_numpy(rng.standard_normal((96, 64)).astype(np.float32))
     for M in (1, NATIVE_F32_ROWS - 1, NATIVE_F32_ROWS):
@@ -257,8 +257,30 @@ def test_linear_torch_takes_the_c_kernel(rng):
         d = onednn_linear()(x, W, None, "none", [], "")
         assert torch.equal(linear_torch(x, W), c if M < NATIVE_F32_ROWS else d), M
         assert_close(linear_torch(x, W), x @ W.T, what=f"linear_torch, {M} rows")
-    assert native_f32_linear(x[:1], W.T.contiguous().T) is None                  # strided W: declined
-    assert native_f32_linear(x[:1], W) is not None
+    assert native_f32_linear(x[:1], (W.T.contiguous().T,)) is None               # strided W: declined
+    assert native_f32_linear(x[:1], (W,)) is not None
+    assert native_f32_linear(x[:1], (W, W.bfloat16())) is None                    # one of them not float32
+    Ws = (W, W[:40], W[50:53])                                                    # 96, 40 and 3 rows
+    for M in (1, 5, NATIVE_F32_ROWS):
+        x = torch.from_numpy(rng.standard_normal((2, M, 64)).astype(np.float32))   # [2, M, 64]
+        ys = linears_torch(x, Ws)
+        assert [y.shape for y in ys] == [(2, M, 96), (2, M, 40), (2, M, 3)]
+        assert all(torch.equal(y, linear_torch(x, W)) for y, W in zip(ys, Ws)), M
+
+
+def test_quantized_linears_in_one_call(rng):
+    "Q8_0 q, k, v in one C call: the same bits as one at a time; a mix of kinds goes one at a time, also right."
+    from minillama.mlp_norm import linears_torch
+    raws = [QUANTIZERS["Q8_0"]((rng.standard_normal((n, 256)) * 0.05).astype(np.float32)) for n in (64, 24, 24)]
+    ws = [NativeQuantWeight(r, "Q8_0", False, torch.float32) for r in raws]
+    x = torch.from_numpy(rng.standard_normal((1, 3, 256)).astype(np.float32))
+    assert native_quant_linears(x[0], ws) is not None
+    ys = linears_torch(x, ws)
+    assert all(torch.equal(y, w.linear(x)) for y, w in zip(ys, ws))
+    mixed = ws[:2] + [NativeQuantWeight(raws[2], "Q8_0", True, torch.float32)]    # the third with float32 x
+    assert native_quant_linears(x[0], mixed) is None
+    for y, r in zip(linears_torch(x, mixed), raws):
+        assert_close(y, x.numpy() @ dequantize(r, "Q8_0").T, "bfloat16", what="Q8_0, int8 x")
 
 
 def test_native_weight_roads(rng):
@@ -299,20 +321,28 @@ def test_native_threads_fork_and_callers(rng):
 
 def test_native_thread_counts(rng):
     """Each product runs on the threads it asks for, more workers starting when asked for more: 1, 2, 3 and 5 threads,
-    then 800 products alternating between counts, give the same bits, for float32 and Q8_0 weights."""
+    then 800 products alternating between counts, give the same bits, for float32 and Q8_0 weights, and so do three
+    matrices in one job (rows 0:100, 100:180, 180:203: groups of eight left over in two of them)."""
     lib = native()
     W = rng.standard_normal((203, 96)).astype(np.float32)
     raw, x = QUANTIZERS["Q8_0"](W), rng.standard_normal((2, 96)).astype(np.float32)
     xq, xd = np.empty((2, 96), np.int8), np.empty(6, np.float32)
     lib.quantize_q8(x.ctypes.data, xq.ctypes.data, xd.ctypes.data, x.size)
+    parts = [(0, 100), (100, 180), (180, 203)]
     def both(n):
-        yf, yq = np.empty((2, 203), np.float32), np.empty((2, 203), np.float32)
-        lib.linear(KINDS.index("f32_f32"), W.ctypes.data, x.ctypes.data, None, yf.ctypes.data, 2, 203, 96, n)
-        lib.linear(KINDS.index("q8_0_q8"), raw.ctypes.data, xq.ctypes.data, xd.ctypes.data, yq.ctypes.data, 2, 203,
-                   96, n)
-        return yf, yq
+        yf, yq, y3 = (np.empty((2, 203), np.float32) for _ in range(3))
+        lib.linear(KINDS.index("f32_f32"), x.ctypes.data, None, yf.ctypes.data, 2, 96, n, W.ctypes.data, 203,
+                   None, 0, None, 0)
+        lib.linear(KINDS.index("q8_0_q8"), xq.ctypes.data, xd.ctypes.data, yq.ctypes.data, 2, 96, n, raw.ctypes.data,
+                   203, None, 0, None, 0)
+        lib.linear(KINDS.index("f32_f32"), x.ctypes.data, None, y3.ctypes.data, 2, 96, n,
+                   *[v for a, b in parts for v in (W[a:b].ctypes.data, b - a)])
+        return yf, yq, y3
     one = both(1)
     assert_close(one[0], x @ W.T, what="f32_f32 on one thread")
+    assert_close(one[2], x @ W.T, what="f32_f32, three matrices in one job")
+    three = [f32_product(lib, W[a:b], x) for a, b in parts]            # one job per matrix
+    assert np.array_equal(one[2], np.concatenate(three, 1))
     for n in (2, 3, 5, 2) + (2, 5, 1, 3) * 200:          # counts changing from job to job: no worker may lag behind
         assert all(np.array_equal(a, b) for a, b in zip(both(n), one)), n
 
@@ -333,7 +363,7 @@ with warnings.catch_warnings(record=True) as caught:
     y = w.linear(torch.from_numpy(x)).numpy()
 ref = x @ dequantize(QUANTIZERS["Q8_0"](W), "Q8_0").T
 warned = sum("OpenMP" in str(c.message) for c in caught)
-print(omp_spins(), native_threads(), native_f32_linear(torch.from_numpy(x), torch.from_numpy(W)) is None,
+print(omp_spins(), native_threads(), native_f32_linear(torch.from_numpy(x), (torch.from_numpy(W),)) is None,
       type(w).__name__, float(np.abs(y - ref).max() / np.abs(ref).max()), warned)
 """
 
@@ -366,7 +396,7 @@ def test_without_a_compiler(tmp_path, monkeypatch):
         w = quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")
         assert type(w) is TorchQuantWeight and not list(tmp_path.glob("*.so"))
         x, W = torch.ones(1, 64), torch.eye(64)
-        assert native_f32_linear(x, W) is None                              # float32: oneDNN instead
+        assert native_f32_linear(x, (W,)) is None                           # float32: oneDNN instead
         assert_close(minillama.mlp_norm.linear_torch(x, W), x, what="float32 without the C kernel")
         monkeypatch.delenv("CC"); monkeypatch.setenv("MINILLAMA_NATIVE", "0"); native.cache_clear()
         assert native() is None and type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is TorchQuantWeight
