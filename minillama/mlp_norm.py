@@ -9,8 +9,8 @@ import numpy as np
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0
-__all__ = ['CPU_LINEARS', 'onednn_linear', 'linear_np', 'linear_torch', 'linears_torch', 'silu_np', 'swiglu_np', 'swiglu_torch',
-           'rmsnorm_np', 'rmsnorm_torch', 'layernorm_np']
+__all__ = ['CPU_LINEARS', 'CPU_NORMS', 'onednn_linear', 'linear_np', 'linear_torch', 'linears_torch', 'silu_np', 'swiglu_np',
+           'swiglu_torch', 'rmsnorm_np', 'rmsnorm_torch', 'layernorm_np']
 
 # %% ../nbs/05_mlp_norm.ipynb #a2caaa49
 @functools.cache
@@ -31,7 +31,7 @@ def linear_np(x: np.ndarray, W: np.ndarray) -> np.ndarray:
         y = (W @ x2.T).T
     return y.reshape(*x.shape[:-1], W.shape[0])
 
-CPU_LINEARS: list = []   # kernels f(x [N, in], Ws) -> x @ W.T for every W of Ws, side by side [N, Σ out], or None
+CPU_LINEARS: list = []   # kernels f(x [..., in], Ws) -> x @ W.T for every W of Ws, side by side [..., Σ out], or None
                          # where they do not apply; asked first on the CPU (notebook 16 adds its C kernels)
 
 def linear_torch(x, W):
@@ -43,17 +43,16 @@ def linear_torch(x, W):
 def linears_torch(x, Ws) -> tuple:
     """x [..., in] @ W.T for every W [out, in] of `Ws` (q, k and v; gate and up) -> a tuple of [..., out]: in one call
     where a kernel of `CPU_LINEARS` takes them all, else one at a time."""
-    *lead, n = x.shape
-    x2 = x.reshape(-1, n)                                          # [N, in]
     if x.is_cpu:
+        sizes = [W.shape[0] for W in Ws] if len(Ws) > 1 else None    # found before the product sweeps the caches
         for f in CPU_LINEARS:
-            if (y := f(x2, Ws)) is not None:                       # [N, Σ out]
-                if len(Ws) == 1: return (y.view(*lead, -1),)
-                return tuple(t.view(*lead, -1) for t in y.split([W.shape[0] for W in Ws], -1))   # views, no copy
-    return tuple(_linear_torch(x, x2, W) for W in Ws)
+            if (y := f(x, Ws)) is not None:                        # [..., Σ out]
+                return (y,) if len(Ws) == 1 else y.split(sizes, -1)   # views, no copy
+    return tuple(_linear_torch(x, W) for W in Ws)
 
-def _linear_torch(x, x2, W):                                       # one matrix, torch's own kernels
+def _linear_torch(x, W):                                           # one matrix, torch's own kernels
     if not isinstance(W, torch.Tensor): return W.linear(x)        # a weight object that multiplies itself
+    x2 = x.reshape(-1, x.shape[-1])                                # [N, in]
     y = None
     if W.is_cpu and x.dtype == W.dtype == torch.float32 and W.is_contiguous() and onednn_linear():
         y = onednn_linear()(x2.contiguous(), W, None, "none", [], "")        # [N, in] @ [out, in].T -> [N, out]
@@ -84,8 +83,15 @@ def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     "x [..., D] / sqrt(mean(x²) + eps) * w [D]."
     return x * (1 / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(eps))).astype(x.dtype) * w
 
+CPU_NORMS: list = []     # kernels f(x [N, D], w [D], eps) -> [N, D], or None where they do not apply; asked first on
+                         # the CPU (notebook 16 adds one in C)
+
 def rmsnorm_torch(x, w, eps: float):
-    "torch version of `rmsnorm_np` (torch's fused `rms_norm`), in float32 for any input dtype as transformers does."
+    """torch version of `rmsnorm_np`: a kernel of `CPU_NORMS` on the CPU where one takes it, else torch's `rms_norm`,
+    in float32 for any input dtype as transformers does."""
+    if x.is_cpu:
+        for f in CPU_NORMS:
+            if (y := f(x.reshape(-1, x.shape[-1]), w, eps)) is not None: return y.view(x.shape)
     if x.dtype == w.dtype == torch.float32: return torch.nn.functional.rms_norm(x, w.shape, w, eps)
     return w * torch.nn.functional.rms_norm(x.float(), w.shape, eps=eps).to(x.dtype)
 

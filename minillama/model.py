@@ -13,7 +13,8 @@ from .embeddings import embed_np, embed_torch
 from .positions import (rope_inv_freq, rope_cos_sin, rope_interleaved_np, rope_half_np, rope_interleaved_torch,
                                  rope_half_torch, ROPE_LAYOUTS)
 from .attention import attention_np, attention_torch, KVCache
-from .mlp_norm import linear_np, linear_torch, linears_torch, rmsnorm_np, rmsnorm_torch, swiglu_np, swiglu_torch
+from .mlp_norm import (linear_np, linear_torch, linears_torch, rmsnorm_np, rmsnorm_torch, swiglu_np,
+                                swiglu_torch)
 from .core import torch                  # imported on first use (notebook 00)
 
 # %% auto #0

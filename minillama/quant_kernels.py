@@ -4,12 +4,12 @@
 
 # %% ../nbs/16_quant_kernels.ipynb #8f98b975
 from __future__ import annotations
-import ctypes, functools, hashlib, os, platform, subprocess, sys, tempfile, warnings
+import ctypes, functools, hashlib, math, os, platform, subprocess, sys, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from .core import MiniLlamaError, to_numpy, torch
-from .mlp_norm import CPU_LINEARS, linear_np, linear_torch
+from .mlp_norm import CPU_LINEARS, CPU_NORMS, linear_np, linear_torch
 from .model import WEIGHT_TYPES, weight_copied
 from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
@@ -18,7 +18,7 @@ __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'N
            'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
            'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_product',
            'native_linear', 'NativeQuantWeight', 'native_quant_linears', 'f32_matrix', 'native_f32_linear',
-           'quant_weight']
+           'native_rmsnorm', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 def _scaled_codes(b: np.ndarray, qtype: str):
@@ -324,7 +324,8 @@ DOTS_F32(4)
 DOTS_F32(8)
 
 /* f32_f32: float32 weights. One row of x (decoding) takes eight rows of W at a time: eight streams of weights in
-   flight. Several take four, which stay in the cache while every row of x passes. A row's sum is the same either way. */
+   flight. Several take four, which stay in the cache while every row of x passes. A row's sum is the same both
+   ways. */
 void f32_f32(const float *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {
     float yr[8];
     long r = r0;
@@ -340,6 +341,17 @@ void f32_f32(const float *w, const float *x, float *y, long M, long N, long K, l
         }
     for (; r < r1; r++)
         for (long m = 0; m < M; m++) y[m * N + r] = dot1_f32(w + r * K, x + m * K, K);
+}
+
+/* y [M, D] = x [M, D] / sqrt(mean(x²) + eps) · w [D], the sum of squares in double: one call where torch's CPU
+   rms_norm makes some twenty */
+void rmsnorm(const float *x, const float *w, float *y, long M, long D, float eps) {
+    for (long m = 0; m < M; m++, x += D, y += D) {
+        double s = 0;
+        for (long d = 0; d < D; d++) s += (double)x[d] * x[d];
+        float r = 1 / sqrtf((float)(s / D) + eps);
+        for (long d = 0; d < D; d++) y[d] = x[d] * r * w[d];
+    }
 }
 
 /* Rows of one product shared out between threads: this one and workers that wait for the next job, spinning a
@@ -445,6 +457,7 @@ def compile_native(source: str = NATIVE_SOURCE, flags: tuple = ("-O3", "-march=n
             os.replace(Path(d) / "k.so", so)
     lib, P, L = ctypes.CDLL(str(so)), ctypes.c_void_p, ctypes.c_long
     lib.quantize_q8.argtypes = [P, P, P, L]                                 # x, xq, xd, n
+    lib.rmsnorm.argtypes = [P, P, P, L, L, ctypes.c_float]                  # x, w, y, M, D, eps
     lib.linear.argtypes = [ctypes.c_int, P, P, P, L, L, ctypes.c_int, P, L, P, L, P, L]   # kind, x, xd, y, M, K,
     return lib                                                              # threads, then (w, N) x 3
 
@@ -480,17 +493,18 @@ def native():
 # %% ../nbs/16_quant_kernels.ipynb #ab64b531
 KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8", "f32_f32")      # `kind` in the C `linear`
 
-def native_product(kind: str, ws, x, lib=None):
-    """x float32 torch [M, K] contiguous @ W.T for each (address, N) of `ws`, one to three matrices W [N, K] that the
-    C kernel `kind` reads (one of KINDS; `lib`, default `native()`) -> their outputs side by side, [M, ΣN]. A `_q8`
-    kernel gets x quantized to int8 per block of 32 first."""
-    lib, (M, K) = lib or native(), x.shape
-    xs, xd, y = x, None, torch.empty(M, sum(N for _, N in ws))         # pointers from torch: ~0.2 µs, numpy's ~3
+def native_product(kind: str, ws, x, lib=None, threads: int | None = None):
+    """x float32 torch [..., K] contiguous @ W.T for each (address, N) of `ws`, one to three matrices W [N, K] that the
+    C kernel `kind` reads (one of KINDS; `lib`, default `native()`) -> their outputs side by side, [..., ΣN], on
+    `threads` (default `native_threads()`). A `_q8` kernel gets x quantized to int8 per block of 32 first."""
+    lib, (*lead, K) = lib or native(), x.shape
+    M = math.prod(lead)
+    xs, xd, y = x, None, torch.empty(*lead, sum(N for _, N in ws))      # pointers from torch: ~0.2 µs, numpy's ~3
     if kind.endswith("_q8"):
         xs, xd = torch.empty(M, K, dtype=torch.int8), torch.empty(M, K // 32)     # [M, K], [M, K/32]
         lib.quantize_q8(x.data_ptr(), xs.data_ptr(), xd.data_ptr(), x.numel())
     lib.linear(KINDS.index(kind), xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, K,
-               native_threads(), *[v for w in ws for v in w], *[None, 0] * (3 - len(ws)))   # rows shared out in C
+               threads or native_threads(), *[v for w in ws for v in w], *[None, 0] * (3 - len(ws)))   # rows shared out
     return y
 
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
@@ -519,17 +533,19 @@ class NativeQuantWeight(TorchQuantWeight):
         return y.reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
 def native_quant_linears(x, Ws):
-    """x [M, K] @ W.T for every W of `Ws`, up to three `NativeQuantWeight`s of one kind, in one C call -> [M, ΣN];
+    """x [..., K] @ W.T for every W of `Ws`, up to three `NativeQuantWeight`s of one kind, in one C call -> [..., ΣN];
     None (each W's own `linear` then) for anything else or NATIVE_ROWS rows or more."""
-    W = Ws[0]
-    if not isinstance(W, NativeQuantWeight) or len(x) >= NATIVE_ROWS or len(Ws) > 3 or not all(
-            isinstance(V, NativeQuantWeight) and V.kind == W.kind and V.shape[1] == x.shape[1] for V in Ws): return None
-    return native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x.float().contiguous()).to(W.out_dtype)
+    W, (*lead, K) = Ws[0], x.shape
+    if not isinstance(W, NativeQuantWeight) or math.prod(lead) >= NATIVE_ROWS or len(Ws) > 3 or not all(
+            isinstance(V, NativeQuantWeight) and V.kind == W.kind and V.shape[1] == K for V in Ws): return None
+    x = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
+    y = native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x)
+    return y if W.out_dtype == torch.float32 else y.to(W.out_dtype)     # no op after the product where none is needed
 
 CPU_LINEARS.append(native_quant_linears)
 
 # %% ../nbs/16_quant_kernels.ipynb #0889903f
-NATIVE_F32_ROWS = 8        # rows of x from which oneDNN's float32 GEMM beats the C kernel
+NATIVE_F32_ROWS = 4        # rows of x from which oneDNN's float32 GEMM beats the C kernel (measured below)
 
 def f32_matrix(W) -> tuple | None:
     """(address, rows, columns) of W if the C kernel can read it (a float32 matrix, contiguous, on the CPU), else None.
@@ -543,16 +559,27 @@ def f32_matrix(W) -> tuple | None:
     return m if m[1] is not None else None
 
 def native_f32_linear(x, Ws):
-    """x float32 [M, K] @ W.T for every W of `Ws`, up to three float32 [N, K] contiguous on the CPU, in one call of the
-    C kernel `f32_f32` -> [M, ΣN]; None (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels, or while
-    torch's threads spin (`omp_spins`: oneDNN runs on those very threads)."""
-    ms = [f32_matrix(W) for W in Ws]
-    M, K = x.shape
-    if (None in ms or any(m[2] != K for m in ms) or M >= NATIVE_F32_ROWS or len(Ws) > 3 or x.dtype != torch.float32
-            or omp_spins() or not native()): return None
-    return native_product("f32_f32", [m[:2] for m in ms], x if x.is_contiguous() else x.contiguous())
+    """x float32 [..., K] @ W.T for every W of `Ws`, up to three float32 [N, K] contiguous on the CPU, in one call of
+    the C kernel `f32_f32` -> [..., ΣN]; None (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels,
+    or while torch's threads spin (`omp_spins`: oneDNN runs on those very threads)."""
+    ms, (*lead, K) = [f32_matrix(W) for W in Ws], x.shape
+    if (None in ms or any(m[2] != K for m in ms) or math.prod(lead) >= NATIVE_F32_ROWS or len(Ws) > 3
+            or x.dtype != torch.float32 or omp_spins() or not native()): return None
+    return native_product("f32_f32", [m[:2] for m in ms], x if x.is_contiguous() else x.contiguous(), threads=THREADS)
 
 CPU_LINEARS.append(native_f32_linear)
+
+# %% ../nbs/16_quant_kernels.ipynb #fee3083f
+def native_rmsnorm(x, w, eps: float):
+    """x float32 [M, D] / sqrt(mean(x²) + eps) · w [D] by the C kernel `rmsnorm` -> [M, D]; None (torch's `rms_norm`
+    then) for other dtypes or without the C kernels."""
+    if x.dtype != torch.float32 or w.dtype != torch.float32 or w.shape != x.shape[-1:] or not native(): return None
+    x, w = (t if t.is_contiguous() else t.contiguous() for t in (x, w))
+    y = torch.empty_like(x)
+    native().rmsnorm(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)
+    return y
+
+CPU_NORMS.append(native_rmsnorm)
 
 # %% ../nbs/16_quant_kernels.ipynb #8752d0fd
 def quant_weight(ops, raw: np.ndarray, qtype: str):

@@ -283,6 +283,25 @@ def test_quantized_linears_in_one_call(rng):
         assert_close(y, x.numpy() @ dequantize(r, "Q8_0").T, "bfloat16", what="Q8_0, int8 x")
 
 
+def test_rmsnorm_takes_the_c_kernel(rng, tmp_path, monkeypatch):
+    """float32 RMSNorm on the CPU goes to the C kernel: numpy's result within float32's tolerance, rows of sizes from
+    0.01 to 100; a kernel that divides by D - 1 instead of D fails the same check."""
+    from minillama.mlp_norm import CPU_NORMS, rmsnorm_np, rmsnorm_torch
+    from minillama.quant_kernels import native_rmsnorm
+    assert native_rmsnorm in CPU_NORMS
+    x = (rng.standard_normal((2, 3, 512)) * rng.uniform(0.01, 100, (2, 3, 1))).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(512)).astype(np.float32)
+    y = rmsnorm_torch(torch.from_numpy(x), torch.from_numpy(w), 1e-6)
+    c = native_rmsnorm(torch.from_numpy(x.reshape(6, 512)), torch.from_numpy(w), 1e-6)
+    assert torch.equal(y.reshape(6, 512), c)
+    assert_close(y, rmsnorm_np(x, w, 1e-6), what="RMSNorm, C kernel vs numpy")
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
+    bad = compile_native(NATIVE_SOURCE.replace("(float)(s / D)", "(float)(s / (D - 1))"))
+    yb = torch.empty(6, 512)
+    bad.rmsnorm(x.ctypes.data, w.ctypes.data, yb.data_ptr(), 6, 512, 1e-6)
+    assert not compare(yb.reshape(2, 3, 512), rmsnorm_np(x, w, 1e-6), verbose=False)["ok"]
+
+
 def test_native_weight_roads(rng):
     "NativeQuantWeight: a few rows through the C kernels, a prompt through the dequantized road, both equal to numpy."
     W = (rng.standard_normal((150, 512)) * 0.05).astype(np.float32)
@@ -398,6 +417,7 @@ def test_without_a_compiler(tmp_path, monkeypatch):
         x, W = torch.ones(1, 64), torch.eye(64)
         assert native_f32_linear(x, (W,)) is None                           # float32: oneDNN instead
         assert_close(minillama.mlp_norm.linear_torch(x, W), x, what="float32 without the C kernel")
+        assert_close(minillama.mlp_norm.rmsnorm_torch(x, torch.ones(64), 1e-6), x, what="RMSNorm without C")
         monkeypatch.delenv("CC"); monkeypatch.setenv("MINILLAMA_NATIVE", "0"); native.cache_clear()
         assert native() is None and type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is TorchQuantWeight
     finally:
