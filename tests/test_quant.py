@@ -356,10 +356,14 @@ def test_native_thread_counts(rng):
                    203, None, 0, None, 0)
         lib.linear(KINDS.index("f32_f32"), x.ctypes.data, None, y3.ctypes.data, 2, 96, n,
                    *[v for a, b in parts for v in (W[a:b].ctypes.data, b - a)])
-        return yf, yq, y3
+        y1 = np.empty((1, 203), np.float32)                                # one row of x: four rows of W at once
+        lib.linear(KINDS.index("q8_0_f32"), x.ctypes.data, None, y1.ctypes.data, 1, 96, n, raw.ctypes.data, 203,
+                   None, 0, None, 0)
+        return yf, yq, y3, y1
     one = both(1)
     assert_close(one[0], x @ W.T, what="f32_f32 on one thread")
     assert_close(one[2], x @ W.T, what="f32_f32, three matrices in one job")
+    assert_close(one[3], x[:1] @ dequantize(raw, "Q8_0").T, what="q8_0_f32, one row of x")
     three = [f32_product(lib, W[a:b], x) for a, b in parts]            # one job per matrix
     assert np.array_equal(one[2], np.concatenate(three, 1))
     for n in (2, 3, 5, 2) + (2, 5, 1, 3) * 200:          # counts changing from job to job: no worker may lag behind
