@@ -35,9 +35,9 @@ CPU_LINEARS: list = []   # kernels f(x [..., in], Ws) -> x @ W.T for every W of 
                          # where they do not apply; asked first on the CPU (notebook 16 adds its C kernels)
 
 def linear_torch(x, W):
-    """torch version of `linear_np`. On the CPU a kernel of `CPU_LINEARS` may take it, float32 then goes to oneDNN's
-    inner product (`onednn_linear`); elsewhere gemv for one row (a little faster than F.linear's gemm there) and
-    F.linear for several."""
+    """torch version of `linear_np`. On the CPU a kernel of `CPU_LINEARS` takes it where one applies; otherwise float32
+    on the CPU goes to oneDNN's inner product (`onednn_linear`), and the rest to gemv for one row (a little faster than
+    F.linear's gemm there) and F.linear for several."""
     return linears_torch(x, (W,))[0]
 
 def linears_torch(x, Ws) -> tuple:

@@ -589,7 +589,7 @@ CPU_LINEARS.append(native_f32_linear)
 def native_rmsnorm(x, w, eps: float):
     """x float32 [M, D] / sqrt(mean(x²) + eps) · w [D] by the C kernel `rmsnorm` -> [M, D]; None (torch's `rms_norm`
     then) for other dtypes or without the C kernels."""
-    if x.dtype != torch.float32 or w.dtype != torch.float32 or w.shape != x.shape[-1:] or not native(): return None
+    if x.ndim != 2 or not x.dtype == w.dtype == torch.float32 or w.shape != x.shape[-1:] or not native(): return None
     x, w = (t if t.is_contiguous() else t.contiguous() for t in (x, w))
     y = torch.empty_like(x)
     native().rmsnorm(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)

@@ -228,7 +228,7 @@ def test_native_f32_kernel(builds, build, rng):
         x = rng.standard_normal((M, 300)).astype(np.float32)
         assert_close(f32_product(builds[build], W, x), x.astype(np.float64) @ W.T.astype(np.float64),
                      what=f"f32_f32 {build}, M={M}")
-    for r, c in ((7, 299), (201, 0)):                                   # the tail of an 8-row group; a left-over row
+    for r, c in ((7, 299), (201, 0)):                                   # K's tail in a group of rows; a left-over row
         bad = W.copy(); bad[r, c] += 1
         diff = np.abs(f32_product(builds[build], bad, x) - f32_product(builds[build], W, x)).max(0)
         assert diff[r] > 0 and (np.delete(diff, r) == 0).all(), (r, c)
@@ -341,7 +341,7 @@ def test_native_threads_fork_and_callers(rng):
 def test_native_thread_counts(rng):
     """Each product runs on the threads it asks for, more workers starting when asked for more: 1, 2, 3 and 5 threads,
     then 800 products alternating between counts, give the same bits, for float32 and Q8_0 weights, and so do three
-    matrices in one job (rows 0:100, 100:180, 180:203: groups of eight left over in two of them)."""
+    matrices in one job (rows 0:100, 100:180, 180:203, the last with rows left over from groups of four)."""
     lib = native()
     W = rng.standard_normal((203, 96)).astype(np.float32)
     raw, x = QUANTIZERS["Q8_0"](W), rng.standard_normal((2, 96)).astype(np.float32)
