@@ -3,14 +3,14 @@ the Python between them), numpy and torch on the same GGUF files of the ~220M ra
 
 Each row runs in a fresh process (minillama imported before torch): load the file, prefill a 64-token prompt, then
 time decode steps in 8 rounds of 8, noting the time spent inside the products: `linear_np` on numpy (OpenBLAS, or
-a quantized matrix's chunks dequantized and multiplied), `native_product` on torch (the C kernels). "rest" is the step minus
-the products. "torch calls" counts the calls torch sees in one step (ops, views and attribute reads, through a
+a quantized matrix's chunks dequantized and multiplied), `native_product` on torch (the C kernels). "rest" is the
+step minus the products. "torch calls" counts the calls torch sees in one step (ops, views and attribute reads, through a
 TorchFunctionMode): on the CPU each of them pays again for the caches the product before it has swept. With
 --repeat N the rows take turns N times and each number is the median. For numbers against llama.cpp, see
 bench_quant.py; this script explains them.
 Usage: python benchmarks/bench_decode_split.py [--dir /var/tmp] [--repeat 3] [--types F32,Q8_0,Q4_0]
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
+import argparse, json, shutil, statistics, subprocess, sys, tempfile
 from pathlib import Path
 
 PROBE = r'''
@@ -55,16 +55,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per row, in turns; the table shows their medians")
     ap.add_argument("--types", default="F32,Q8_0,Q4_0")
     a = ap.parse_args()
-    from minillama.model import LlamaConfig
-    from minillama.gguf_llama import write_random_gguf
-    from minillama.quantize import quantize_gguf
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_quant import model_files
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
-        cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816,
-                          max_seq_len=512)
-        f32 = write_random_gguf(d / "f32.gguf", cfg)
-        files = {t: f32 if t == "F32" else quantize_gguf(f32, d / f"{t.lower()}.gguf", t.lower(), progress=False)
-                 for t in a.types.split(",")}
+        files = model_files(d, a.types.split(","))
         print(f"decode steps after a 64-token prompt, ms per step (medians of {a.repeat} run(s), rows taking turns)")
         print(f"{'type':5s} {'backend':7s} {'step':>7s} {'products':>9s} {'rest':>7s} {'tok/s':>7s} {'torch calls':>12s}")
         for t, f in files.items():

@@ -66,6 +66,18 @@ RUNS = [("numpy", "numpy", "-", {}), ("torch (default)", "torch", "-", {}), ("to
         ("llama.cpp", "llama.cpp", "-", {})]
 
 
+def model_files(d: Path, types=("F32", "Q8_0", "Q4_0")) -> dict:
+    "The ~220M random Llama (dim 1024, 12 layers, vocab 32000) as GGUF files in `d`, one per type (F32 quantized)."
+    from minillama.model import LlamaConfig
+    from minillama.gguf_llama import write_random_gguf
+    from minillama.quantize import quantize_gguf
+    cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816,
+                      max_seq_len=512)
+    f32 = write_random_gguf(d / "f32.gguf", cfg, vocab=True)                      # llama.cpp wants a vocabulary
+    return {t: f32 if t == "F32" else quantize_gguf(f32, d / f"{t.lower()}.gguf", t.lower(), progress=False)
+            for t in types}
+
+
 def run(probe, f, backend, dtype, env):
     r = subprocess.run([sys.executable, "-c", probe, str(f), backend, dtype, str(PROMPT), str(DECODE),
                         str(Path(__file__).parent)],
@@ -88,17 +100,10 @@ def main():
               "(pip install llama-cpp-python compiles it, about 8 minutes)")
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_forward import read_bandwidth
-    from minillama.model import LlamaConfig
     from minillama.gguf import GGUFFile
-    from minillama.gguf_llama import write_random_gguf
-    from minillama.quantize import quantize_gguf
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
-        cfg = LlamaConfig(dim=1024, n_layers=12, n_heads=16, n_kv_heads=16, vocab_size=32000, hidden_dim=2816,
-                          max_seq_len=512)
-        files = {"F32": write_random_gguf(d / "f32.gguf", cfg, vocab=True)}       # llama.cpp wants a vocabulary
-        for qt in ("q8_0", "q4_0"):
-            files[qt.upper()] = quantize_gguf(files["F32"], d / f"{qt}.gguf", qt, progress=False)
+        files = model_files(d)
         bw = read_bandwidth()
         print(f"read bandwidth {bw/1e9:.1f} GB/s on {os.cpu_count()} cores; prompt {PROMPT} tokens, decode {DECODE}")
         f32 = {}

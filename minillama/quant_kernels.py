@@ -542,10 +542,9 @@ class NativeQuantWeight(TorchQuantWeight):
         self.kind, self.w = f"{qtype.lower()}_{'f32' if exact else 'q8'}", self.raw.ctypes.data   # C kernel, address
 
     def linear(self, x):
-        "x [..., K] -> [..., N]"
-        x2 = x.reshape(-1, self.shape[1])                                       # [M, K]
-        if len(x2) >= NATIVE_ROWS: y = self.dequantized_linear(x2)
-        else: y = native_product(self.kind, [(self.w, self.shape[0])], x2.float().contiguous())
+        "x [..., K] -> [..., N]: the C kernels (`native_quant_linears`, below) or, for a prompt, the dequantized road"
+        if (y := native_quant_linears(x, (self,))) is not None: return y
+        y = self.dequantized_linear(x.reshape(-1, self.shape[1]))              # [M, K] -> [M, N]
         return y.reshape(*x.shape[:-1], self.shape[0]).to(self.out_dtype)
 
 def native_quant_linears(x, Ws):
