@@ -22,8 +22,10 @@ class LazyModule:
     def __getattr__(self, attr):                    # only for names the proxy lacks: the module's attributes
         if self._module is None:
             import importlib
-            self._module = importlib.import_module(self._name)   # once; each later lookup is one getattr
-        return getattr(self._module, attr)
+            self._module = importlib.import_module(self._name)   # once
+        value = getattr(self._module, attr)
+        setattr(self, attr, value)                  # kept: the next `torch.empty` is a plain lookup, not this call
+        return value
     @property
     def available(self) -> bool:
         import importlib.util

@@ -47,7 +47,7 @@ def linears_torch(x, Ws) -> tuple:
         sizes = [W.shape[0] for W in Ws] if len(Ws) > 1 else None    # found before the product sweeps the caches
         for f in CPU_LINEARS:
             if (y := f(x, Ws)) is not None:                        # [..., Σ out]
-                return (y,) if len(Ws) == 1 else y.split(sizes, -1)   # views, no copy
+                return (y,) if len(Ws) == 1 else y.split_with_sizes(sizes, -1)   # views, no copy
     return tuple(_linear_torch(x, W) for W in Ws)
 
 def _linear_torch(x, W):                                           # one matrix, torch's own kernels
