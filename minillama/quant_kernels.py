@@ -327,11 +327,12 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
             for (long m = 0; m < mn; m++) y[(m0 + m) * N + r] = acc_sum(acc[m]);                                 \
         }
 
-/* Decoding on AVX-512 with VNNI and VBMI (Ice Lake, Zen 4 and later): one row of x against four rows of W, two or
-   four blocks per instruction. vpdpbusd multiplies unsigned bytes by signed ones and sums each four products into an
-   int32, so the codes are read unsigned, u = code + OFF: Q4_0 stores code + 8 already, and flipping a Q8_0 code's
-   sign bit gives code + 128. OFF · Σx is the same for every row of W: it is taken off once per block of x. Each
-   row's sum comes out the same whichever thread takes it, as in the kernels above. */
+/* Q8_0 and Q4_0 times int8 x on AVX-512 with VNNI and VBMI (Ice Lake, Zen 4 and later), two or four blocks per
+   instruction: one row of x (decoding) against four rows of W, or a prompt's rows four at a time against one row of
+   W. vpdpbusd multiplies unsigned bytes by signed ones and sums each four products into an int32, so the codes are
+   read unsigned, u = code + OFF: Q4_0 stores code + 8 already, and flipping a Q8_0 code's sign bit gives code + 128.
+   OFF · Σx is taken off once per block of x. Each row's sum comes out the same whichever thread takes it, as in the
+   kernels above. */
 #if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && !defined(NO_AVX512) && !defined(SCALAR)
 static inline __m512 two_scales(const uint8_t *b, long bytes, const float *xd) {    /* two blocks' d·xd, 8 lanes each */
     return _mm512_insertf32x8(_mm512_set1_ps(half(b) * xd[0]), _mm256_set1_ps(half(b + bytes) * xd[1]), 1);
@@ -407,11 +408,94 @@ static long q4_0_decode(const uint8_t *w, const int8_t *xq, const float *xd, flo
     }
     return r;
 }
-#define FIRST_ROW(T) (M == 1 ? T##_decode(w, xq, xd, y, K, r0, r1) : r0)
-int avx512_decode(void) { return 1; }                        /* 1: this build decodes Q8_0 and Q4_0 as above */
+/* Several rows of x (a prompt): each row of W is unpacked once for up to four rows of x, x read in weight order. */
+static long q8_0_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0,
+                        long r1) {
+    const long nb = K / 32, rb = nb * 34;
+    for (long r = r0; r < r1; r++)
+        for (long m0 = 0; m0 < M; m0 += 4) {
+            const long mn = M - m0 < 4 ? M - m0 : 4;
+            const uint8_t *c = w + r * rb;
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            long j = 0;
+            for (; j + 2 <= nb; j += 2, c += 2 * 34) {
+                __m512i u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(
+                    _mm256_loadu_si256((const __m256i *)(c + 2))), _mm256_loadu_si256((const __m256i *)(c + 36)), 1),
+                    _mm512_set1_epi8((char)128));
+                float d0 = half(c), d1 = half(c + 34);
+                for (long i = 0; i < mn; i++) {
+                    const long m = m0 + i;
+                    __m512i x = _mm512_loadu_si512(xq + m * K + j * 32);
+                    __m512i off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)128), x);
+                    __m512i s = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x), off);
+                    __m512 d = _mm512_insertf32x8(_mm512_set1_ps(d0 * xd[m * nb + j]),
+                                                  _mm256_set1_ps(d1 * xd[m * nb + j + 1]), 1);
+                    a[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), a[i]);
+                }
+            }
+            for (long i = 0; i < mn; i++) {
+                const long m = m0 + i;
+                y[m * N + r] = _mm512_reduce_add_ps(a[i]) + (j < nb ? acc_sum(dot_q8(codes_q8_0(c), xq + m * K + j * 32,
+                                                                       half(c) * xd[m * nb + j], ACC_ZERO)) : 0);
+            }
+        }
+    return r1;
+}
+static long q4_0_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0,
+                        long r1) {
+    const long nb = K / 32, rb = nb * 18;
+    /* four blocks' codes in weight order, two blocks a vector: for block q, byte j of its 16 twice (low nibbles, then
+       high ones), from the same two loads (c and c + 8) as in decoding */
+#define PAIR(i, q0) (18 * ((q0) + (i) / 32) + 2 + (i) % 16 < 64 ? 18 * ((q0) + (i) / 32) + 2 + (i) % 16              \
+                                                                  : 18 * ((q0) + (i) / 32) + 58 + (i) % 16)
+#define PAIR01(i) PAIR(i, 0)
+#define PAIR23(i) PAIR(i, 2)
+    const __m512i i01 = _mm512_set_epi8(BYTES64(PAIR01)), i23 = _mm512_set_epi8(BYTES64(PAIR23));
+    const __m512i scales = _mm512_set_epi8(BYTES64(SCALE)), m15 = _mm512_set1_epi8(15), e = _mm512_set1_epi8(8);
+    const __m512i lo01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i lo23 = _mm512_add_epi32(lo01, _mm512_set1_epi32(2));
+    for (long r = r0; r < r1; r++)
+        for (long m0 = 0; m0 < M; m0 += 4) {
+            const long mn = M - m0 < 4 ? M - m0 : 4;
+            const uint8_t *c = w + r * rb;
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            long j = 0;
+            for (; j + 4 <= nb; j += 4, c += 4 * 18) {
+                __m512i v0 = _mm512_loadu_si512(c), v1 = _mm512_loadu_si512(c + 8);
+                __m512i p = _mm512_permutex2var_epi8(v0, i01, v1), q = _mm512_permutex2var_epi8(v0, i23, v1);
+                __m512i u0 = _mm512_mask_blend_epi64(0xCC, _mm512_and_si512(p, m15),
+                                                     _mm512_and_si512(_mm512_srli_epi16(p, 4), m15));
+                __m512i u1 = _mm512_mask_blend_epi64(0xCC, _mm512_and_si512(q, m15),
+                                                     _mm512_and_si512(_mm512_srli_epi16(q, 4), m15));
+                __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0)));
+                for (long i = 0; i < mn; i++) {
+                    const long m = m0 + i;
+                    const int8_t *xm = xq + m * K + j * 32;
+                    __m512i x0 = _mm512_loadu_si512(xm), x1 = _mm512_loadu_si512(xm + 64);
+                    __m512i s0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, x0),
+                                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), e, x0));
+                    __m512i s1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, x1),
+                                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), e, x1));
+                    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(xd + m * nb + j)));
+                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo01, d), _mm512_cvtepi32_ps(s0), a[i]);
+                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo23, d), _mm512_cvtepi32_ps(s1), a[i]);
+                }
+            }
+            for (long i = 0; i < mn; i++) {
+                const long m = m0 + i;
+                float t = _mm512_reduce_add_ps(a[i]);
+                for (long k = j; k < nb; k++) t += acc_sum(dot_q8(codes_q4_0(c + (k - j) * 18), xq + m * K + k * 32,
+                                                                  half(c + (k - j) * 18) * xd[m * nb + k], ACC_ZERO));
+                y[m * N + r] = t;
+            }
+        }
+    return r1;
+}
+#define FIRST_ROW(T) (M == 1 ? T##_decode(w, xq, xd, y, K, r0, r1) : T##_prompt(w, xq, xd, y, M, N, K, r0, r1))
+int avx512_kernels(void) { return 1; }                      /* 1: this build multiplies Q8_0 and Q4_0 as above */
 #else
 #define FIRST_ROW(T) r0
-int avx512_decode(void) { return 0; }
+int avx512_kernels(void) { return 0; }
 #endif
 
 /* T_f32: x float32, the exact product up to the order of the sums. T_q8: x as quantize_q8 left it (faster). */

@@ -215,29 +215,37 @@ def test_native_kernels_sharp(rng, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("qt", list(NATIVE_TYPES))
-def test_avx512_decode(qt, rng, tmp_path, monkeypatch):
-    """Where the CPU has AVX-512 VNNI and VBMI, one row of int8 x goes to the AVX-512 decode kernels: the product with x
-    as quantize_q8 codes it, within float32's tolerance, for block counts that leave 0 to 3 blocks to the 256-bit tail
-    and row counts that leave rows over from groups of four. Its sums run in another order than the AVX2 kernels' (other
-    bits: that path was taken); reading ahead changes no bit. A kernel that takes off the wrong offset fails."""
-    if not native().avx512_decode(): pytest.skip("this CPU has no AVX-512 VNNI and VBMI")
+def test_avx512_kernels(qt, rng, tmp_path, monkeypatch):
+    """Where the CPU has AVX-512 VNNI and VBMI, int8 x goes to the AVX-512 kernels, one row (decoding) and several (a
+    prompt): the product with x as quantize_q8 codes it, within float32's tolerance, for block counts that leave 0 to 3
+    blocks to the 256-bit tail and row counts that leave rows over from groups of four. Their sums run in another order
+    than the AVX2 kernels' (other bits: that path was taken); reading ahead changes no bit. Kernels that take off the
+    wrong offset fail, decoding and prompt alike."""
+    if not native().avx512_kernels(): pytest.skip("this CPU has no AVX-512 VNNI and VBMI")
     flags = ("-O3", "-march=native")
     avx2, no_ahead = (compile_native(NATIVE_SOURCE, flags + (f,)) for f in ("-DNO_AVX512", "-DAHEAD=0"))
     for K, N in ((32, 5), (96, 37), (416, 37), (480, 4), (1024, 64)):           # 1, 3, 13, 15 and 32 blocks a row
         W = (rng.standard_normal((N, K)) * 0.05).astype(np.float32)
-        raw, x = QUANTIZERS[qt](W), rng.standard_normal((1, K)).astype(np.float32)
-        q, d = q8_reference(x)
-        want = (q * d[:, None]).reshape(x.shape) @ dequantize(raw, qt).T
-        y = native_linear(raw, qt, x)
-        assert_close(y, want, what=f"{qt} AVX-512 decode, K={K}, {N} rows")
-        assert np.array_equal(y, native_linear(raw, qt, x, lib=no_ahead))
-        if K == 1024: assert not np.array_equal(y, native_linear(raw, qt, x, lib=avx2))
+        raw = QUANTIZERS[qt](W)
+        for M in (1, 3, 6):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            q, d = q8_reference(x)
+            want = (q * d[:, None]).reshape(x.shape) @ dequantize(raw, qt).T
+            y = native_linear(raw, qt, x)
+            assert_close(y, want, what=f"{qt} AVX-512, K={K}, {N} rows of W, {M} of x")
+            assert np.array_equal(y, native_linear(raw, qt, x, lib=no_ahead))
+            if K == 1024: assert not np.array_equal(y, native_linear(raw, qt, x, lib=avx2))
     old, new = {"Q8_0": ("_mm512_set1_epi8((char)128), x)", "_mm512_set1_epi8((char)127), x)"),
                 "Q4_0": ("e = _mm512_set1_epi8(8)", "e = _mm512_set1_epi8(7)")}[qt]
-    assert old in NATIVE_SOURCE
+    assert NATIVE_SOURCE.count(old) == 2                                          # decoding's and the prompt's
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
-    r = compare(native_linear(raw, qt, x, lib=compile_native(NATIVE_SOURCE.replace(old, new))), want, verbose=False)
-    assert not r["ok"], r
+    bad = compile_native(NATIVE_SOURCE.replace(old, new))
+    for M in (1, 3):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        q, d = q8_reference(x)
+        r = compare(native_linear(raw, qt, x, lib=bad), (q * d[:, None]).reshape(x.shape) @ dequantize(raw, qt).T,
+                    verbose=False)
+        assert not r["ok"], (M, r)
 
 
 def f32_product(lib, W: np.ndarray, x: np.ndarray) -> np.ndarray:
