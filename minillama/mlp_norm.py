@@ -64,7 +64,7 @@ def _linear_torch(x, W):                                           # one matrix,
 def silu_np(x: np.ndarray) -> np.ndarray:
     "x * sigmoid(x) = x / (1 + exp(-x)) with one temporary; exp overflow for very negative x correctly gives -0."
     with np.errstate(over="ignore"):
-        y = np.exp(-x); y += 1
+        y = np.negative(x); np.exp(y, out=y); y += 1                # np.exp(-x) would hold two at once
         return np.divide(x, y, out=y)
 
 def swiglu_np(x, w_gate, w_up, w_down):
