@@ -13,7 +13,7 @@ column stays empty. "of bound" is decode speed over the bound: read bandwidth (a
 bytes of weights read per token. "vs F32" compares with the F32 file on the same backend. With --repeat N every row
 runs N times, the rows of a table taking turns (so a slow spell of a shared machine falls on all of them), and each
 number is the median of its N runs; "decode range" then gives the slowest and fastest of them.
-Usage: python benchmarks/bench_quant.py [--dir /var/tmp] [--repeat 3]
+Usage: python benchmarks/bench_quant.py [--dir /var/tmp] [--repeat 3] [--types F32,Q8_0,Q4_0]
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 from pathlib import Path
@@ -90,6 +90,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row, in turns; the table shows their medians")
+    ap.add_argument("--types", default="F32,Q8_0,Q4_0", help="the files to time (\"vs F32\" needs F32 among them)")
     a = ap.parse_args()
     try:
         import llama_cpp  # noqa: F401
@@ -103,7 +104,7 @@ def main():
     from minillama.gguf import GGUFFile
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:
-        files = model_files(d)
+        files = model_files(d, a.types.split(","))
         bw = read_bandwidth()
         print(f"read bandwidth {bw/1e9:.1f} GB/s on {os.cpu_count()} cores; prompt {PROMPT} tokens, decode {DECODE}")
         f32 = {}
@@ -125,11 +126,13 @@ def main():
             rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
             ref = rows.get("llama.cpp")
             for name, r in rows.items():
-                f32.setdefault(name, r)
+                if "F32" in files: f32.setdefault(name, r)
                 vs = lambda k: f"{r[k] / ref[k]:.2f}x" if ref else ""
                 print(f"{name:16s} {r['load']:7.2f} {r['prefill']:14.1f} {vs('prefill'):>13s} {r['decode']:13.2f} "
                       f"{vs('decode'):>13s} "
-                      f"{r['decode']/bound:8.0%} {r['decode']/f32[name]['decode']:6.2f}x {r['rss']/2**20:8.0f} "
+                      f"{r['decode']/bound:8.0%} "
+                      + (f"{r['decode']/f32[name]['decode']:6.2f}x " if f32 else f"{'':7s} ") +
+                      f"{r['rss']/2**20:8.0f} "
                       f"{r['model']/2**20:10.0f} {r['anon']/2**20:9.0f}"
                       + (f" {min(x['decode'] for x in runs[name]):6.1f}–{max(x['decode'] for x in runs[name]):<6.1f}"
                          if a.repeat > 1 else ""))

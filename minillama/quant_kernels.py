@@ -296,8 +296,8 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
    for all of them. One row of x (decoding) takes four rows of W at once instead, four independent sums for the CPU to
    overlap (products 1.2x faster here; each row's sum is the same). DOT(codes, m, k, d, acc) adds the block's product
    with row m of x, columns k..k+31. */
-#define ROWS_OF_X(T, BYTES, DOT, FIRST)                                                                               \
-    long r = FIRST;                            /* AVX-512 decoding takes its rows first, where it is built */  \
+#define ROWS_OF_X(T, BYTES, DOT, FIRST)                                                                          \
+    long r = FIRST;                        /* the AVX-512 kernels take their rows first, where built */          \
     if (M == 1)                                    /* decoding: four rows of W at once, four sums in flight */  \
         for (; r + 4 <= r1; r += 4) {                                                                            \
             const long rb = (K / 32) * BYTES;                                                                    \
