@@ -463,6 +463,28 @@ def test_without_a_compiler(tmp_path, monkeypatch):
     assert type(quant_weight(make_ops("torch", "cpu"), raw, "Q4_0")) is NativeQuantWeight
 
 
+def test_compiler_without_avx512(tmp_path, monkeypatch):
+    """A compiler that builds for this CPU but not its AVX-512 kernels (too old for their intrinsics): native() builds
+    the rest with -march=native, and the products are still right."""
+    cc = tmp_path / "cc.sh"                       # fails on -march=native unless -DNO_AVX512 comes with it
+    cc.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
+                  'case "$*" in *-march=native*) case "$*" in *NO_AVX512*) ;; *) exit 1;; esac;; esac\nexec cc "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path)); monkeypatch.setenv("CC", str(cc))
+    native.cache_clear()
+    try:
+        lib = native()
+        assert lib is not None and lib.avx512_kernels() == 0
+        calls = (tmp_path / "calls").read_text().splitlines()
+        assert len(calls) == 2 and "-march=native -DNO_AVX512" in calls[1], calls     # the second try built it
+        W = (np.random.default_rng(0).standard_normal((37, 416)) * 0.05).astype(np.float32)
+        raw, x = QUANTIZERS["Q4_0"](W), np.random.default_rng(1).standard_normal((1, 416)).astype(np.float32)
+        assert_close(native_linear(raw, "Q4_0", x, exact=True, lib=lib), x @ dequantize(raw, "Q4_0").T,
+                     what="Q4_0 built without the AVX-512 kernels")
+    finally:
+        monkeypatch.undo(); native.cache_clear()
+
+
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
 def test_quantized_file(quantized, qt):
     files, d = quantized
