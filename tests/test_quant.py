@@ -1,5 +1,5 @@
 "Quantization: byte-exact with llama.cpp's reference (gguf.quants), quantized inference on both backends, bad input."
-import os
+import os, subprocess
 import numpy as np
 import pytest
 import torch
@@ -180,11 +180,14 @@ def test_quantize_q8_is_numpys(rng):
 
 @pytest.fixture(scope="module")
 def builds():
-    return {"vector": native(), "scalar": compile_native(NATIVE_SOURCE, ("-O3", "-DSCALAR"))}
+    "The kernels as built for this CPU, the AVX2 ones without the AVX-512 kernels (the same where it has none), scalar."
+    try: avx2 = compile_native(NATIVE_SOURCE, ("-O3", "-march=native", "-DNO_AVX512"))
+    except (OSError, subprocess.SubprocessError): avx2 = native()      # a compiler without -march=native
+    return {"vector": native(), "avx2": avx2, "scalar": compile_native(NATIVE_SOURCE, ("-O3", "-DSCALAR"))}
 
 
 @pytest.mark.parametrize("qt", list(NATIVE_TYPES))
-@pytest.mark.parametrize("build", ["vector", "scalar"])
+@pytest.mark.parametrize("build", ["vector", "avx2", "scalar"])
 def test_native_kernels(builds, build, qt, rng):
     """Both builds of the C kernels on an odd number of rows (uneven runs on the threads), one and five rows of x:
     float x = the dequantized product, int8 x = the product with x as quantize_q8 codes it, both in float32."""
