@@ -334,163 +334,148 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
    OFF · Σx is taken off once per block of x. Each row's sum comes out the same whichever thread takes it, as in the
    kernels above. */
 #if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && !defined(NO_AVX512) && !defined(SCALAR)
-static inline __m512 two_scales(const uint8_t *b, long bytes, const float *xd) {    /* two blocks' d·xd, 8 lanes each */
-    return _mm512_insertf32x8(_mm512_set1_ps(half(b) * xd[0]), _mm256_set1_ps(half(b + bytes) * xd[1]), 1);
-}
-static long q8_0_decode(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long K, long r0, long r1) {
-    const long nb = K / 32, rb = nb * 34;                       /* blocks and bytes in a row */
-    long r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint8_t *b = w + r * rb;
-        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        long j = 0;
-        for (; j + 2 <= nb; j += 2, b += 2 * 34) {              /* blocks j, j + 1: 64 weights */
-            __m512i x = _mm512_loadu_si512(xq + j * 32);
-            __m512i off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)128), x);  /* 128·Σx */
-            for (int i = 0; i < 4; i++) {
-                const uint8_t *c = b + i * rb;
-                if (AHEAD) __builtin_prefetch(c + AHEAD);
-                __m512i u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(                   /* code+128 */
-                    _mm256_loadu_si256((const __m256i *)(c + 2))), _mm256_loadu_si256((const __m256i *)(c + 36)), 1),
-                    _mm512_set1_epi8((char)128));
-                __m512i s = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x), off);  /* Σ code·x */
-                a[i] = _mm512_fmadd_ps(two_scales(c, 34, xd + j), _mm512_cvtepi32_ps(s), a[i]);
-            }
-        }
-        for (int i = 0; i < 4; i++, b += rb)                    /* an odd block left: the 256-bit way */
-            y[r + i] = _mm512_reduce_add_ps(a[i]) +
-                       (j < nb ? acc_sum(dot_q8(codes_q8_0(b), xq + j * 32, half(b) * xd[j], ACC_ZERO)) : 0);
-    }
-    return r;                                                   /* the rows left, fewer than four, go one by one */
-}
-static long q4_0_decode(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long K, long r0, long r1) {
-    const long nb = K / 32, rb = nb * 18;
-    /* four blocks are 72 bytes: 2 of scale and 16 of codes each. One byte permutation over two overlapping 64-byte
-       loads (b and b + 8) gathers their 64 code bytes; byte i takes index CODE(i) of the 128 loaded */
-#define CODE(i) (18 * ((i) / 16) + 2 + (i) % 16 < 64 ? 18 * ((i) / 16) + 2 + (i) % 16 : 18 * ((i) / 16) + 58 + (i) % 16)
 #define BYTES64(F) F(63), F(62), F(61), F(60), F(59), F(58), F(57), F(56), F(55), F(54), F(53), F(52), F(51), F(50), \
     F(49), F(48), F(47), F(46), F(45), F(44), F(43), F(42), F(41), F(40), F(39), F(38), F(37), F(36), F(35), F(34),   \
     F(33), F(32), F(31), F(30), F(29), F(28), F(27), F(26), F(25), F(24), F(23), F(22), F(21), F(20), F(19), F(18),   \
     F(17), F(16), F(15), F(14), F(13), F(12), F(11), F(10), F(9), F(8), F(7), F(6), F(5), F(4), F(3), F(2), F(1), F(0)
-#define SCALE(i) ((i) < 8 ? 18 * ((i) / 2) + (i) % 2 : 0)    /* the four scales' bytes */
-#define XLO(i) (32 * ((i) / 16) + (i) % 16)                 /* x for the low nibbles: the first 16 of each block */
-    const __m512i codes = _mm512_set_epi8(BYTES64(CODE)), xlo = _mm512_set_epi8(BYTES64(XLO));
-    const __m512i xhi = _mm512_add_epi8(xlo, _mm512_set1_epi8(16)), m = _mm512_set1_epi8(15), e = _mm512_set1_epi8(8);
-    const __m512i scales = _mm512_set_epi8(BYTES64(SCALE)), spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1,
-                                                                                       1, 0, 0, 0, 0);
-    long r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint8_t *b = w + r * rb;
-        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        long j = 0;
-        for (; j + 4 <= nb; j += 4, b += 4 * 18) {              /* blocks j..j+3: 128 weights */
-            __m512i x0 = _mm512_loadu_si512(xq + j * 32), x1 = _mm512_loadu_si512(xq + j * 32 + 64);
-            __m512i lo = _mm512_permutex2var_epi8(x0, xlo, x1), hi = _mm512_permutex2var_epi8(x0, xhi, x1);
-            __m512i off = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), e, lo), e, hi);  /* 8·Σx */
-            __m128 xs = _mm_loadu_ps(xd + j);
-            for (int i = 0; i < 4; i++) {
-                const uint8_t *c = b + i * rb;
-                if (AHEAD) __builtin_prefetch(c + AHEAD);
-                __m512i v0 = _mm512_loadu_si512(c), v = _mm512_permutex2var_epi8(v0, codes, _mm512_loadu_si512(c + 8));
-                __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m), lo),
-                                                _mm512_and_si512(_mm512_srli_epi16(v, 4), m), hi);
-                __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0))), xs);
-                a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d)),
-                                       _mm512_cvtepi32_ps(_mm512_sub_epi32(s, off)), a[i]);
-            }
-        }
-        for (int i = 0; i < 4; i++, b += rb) {                  /* up to three blocks left: the 256-bit way */
-            float t = _mm512_reduce_add_ps(a[i]);
-            for (long k = j; k < nb; k++) t += acc_sum(dot_q8(codes_q4_0(b + (k - j) * 18), xq + k * 32,
-                                                              half(b + (k - j) * 18) * xd[k], ACC_ZERO));
-            y[r + i] = t;
-        }
-    }
-    return r;
-}
-/* Several rows of x (a prompt): each row of W is unpacked once for up to four rows of x, x read in weight order. */
-static long q8_0_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0,
-                        long r1) {
-    const long nb = K / 32, rb = nb * 34;
-    for (long r = r0; r < r1; r++)
-        for (long m0 = 0; m0 < M; m0 += 4) {
-            const long mn = M - m0 < 4 ? M - m0 : 4;
-            const uint8_t *c = w + r * rb;
-            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            long j = 0;
-            for (; j + 2 <= nb; j += 2, c += 2 * 34) {
-                __m512i u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(
-                    _mm256_loadu_si256((const __m256i *)(c + 2))), _mm256_loadu_si256((const __m256i *)(c + 36)), 1),
-                    _mm512_set1_epi8((char)128));
-                float d0 = half(c), d1 = half(c + 34);
-                for (long i = 0; i < mn; i++) {
-                    const long m = m0 + i;
-                    __m512i x = _mm512_loadu_si512(xq + m * K + j * 32);
-                    __m512i off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)128), x);
-                    __m512i s = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x), off);
-                    __m512 d = _mm512_insertf32x8(_mm512_set1_ps(d0 * xd[m * nb + j]),
-                                                  _mm256_set1_ps(d1 * xd[m * nb + j + 1]), 1);
-                    a[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), a[i]);
-                }
-            }
-            for (long i = 0; i < mn; i++) {
-                const long m = m0 + i;
-                y[m * N + r] = _mm512_reduce_add_ps(a[i]) + (j < nb ? acc_sum(dot_q8(codes_q8_0(c), xq + m * K + j * 32,
-                                                                       half(c) * xd[m * nb + j], ACC_ZERO)) : 0);
-            }
-        }
-    return r1;
-}
-static long q4_0_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0,
-                        long r1) {
-    const long nb = K / 32, rb = nb * 18;
-    /* four blocks' codes in weight order, two blocks a vector: for block q, byte j of its 16 twice (low nibbles, then
-       high ones), from the same two loads (c and c + 8) as in decoding */
-#define PAIR(i, q0) (18 * ((q0) + (i) / 32) + 2 + (i) % 16 < 64 ? 18 * ((q0) + (i) / 32) + 2 + (i) % 16              \
-                                                                  : 18 * ((q0) + (i) / 32) + 58 + (i) % 16)
+/* Four Q4_0 blocks are 72 bytes: 2 of scale and 16 of codes each. One byte permutation over two overlapping 64-byte
+   loads (c and c + 8) gathers what a kernel wants of them: byte i takes index F(i) of the 128 loaded. */
+#define AT(o) ((o) < 64 ? (o) : (o) + 56)                   /* byte o of the 72 in the two loads */
+#define CODE(i) AT(18 * ((i) / 16) + 2 + (i) % 16)          /* the code bytes in order: block q's 16 at 16q */
+#define PAIR(i, q0) AT(18 * ((q0) + (i) / 32) + 2 + (i) % 16)   /* blocks q0, q0 + 1, each code byte twice */
 #define PAIR01(i) PAIR(i, 0)
 #define PAIR23(i) PAIR(i, 2)
-    const __m512i i01 = _mm512_set_epi8(BYTES64(PAIR01)), i23 = _mm512_set_epi8(BYTES64(PAIR23));
-    const __m512i scales = _mm512_set_epi8(BYTES64(SCALE)), m15 = _mm512_set1_epi8(15), e = _mm512_set1_epi8(8);
-    const __m512i lo01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i lo23 = _mm512_add_epi32(lo01, _mm512_set1_epi32(2));
-    for (long r = r0; r < r1; r++)
-        for (long m0 = 0; m0 < M; m0 += 4) {
-            const long mn = M - m0 < 4 ? M - m0 : 4;
-            const uint8_t *c = w + r * rb;
-            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            long j = 0;
-            for (; j + 4 <= nb; j += 4, c += 4 * 18) {
-                __m512i v0 = _mm512_loadu_si512(c), v1 = _mm512_loadu_si512(c + 8);
-                __m512i p = _mm512_permutex2var_epi8(v0, i01, v1), q = _mm512_permutex2var_epi8(v0, i23, v1);
-                __m512i u0 = _mm512_mask_blend_epi64(0xCC, _mm512_and_si512(p, m15),
-                                                     _mm512_and_si512(_mm512_srli_epi16(p, 4), m15));
-                __m512i u1 = _mm512_mask_blend_epi64(0xCC, _mm512_and_si512(q, m15),
-                                                     _mm512_and_si512(_mm512_srli_epi16(q, 4), m15));
-                __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0)));
-                for (long i = 0; i < mn; i++) {
-                    const long m = m0 + i;
-                    const int8_t *xm = xq + m * K + j * 32;
-                    __m512i x0 = _mm512_loadu_si512(xm), x1 = _mm512_loadu_si512(xm + 64);
-                    __m512i s0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, x0),
-                                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), e, x0));
-                    __m512i s1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, x1),
-                                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), e, x1));
-                    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(xd + m * nb + j)));
-                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo01, d), _mm512_cvtepi32_ps(s0), a[i]);
-                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo23, d), _mm512_cvtepi32_ps(s1), a[i]);
-                }
-            }
-            for (long i = 0; i < mn; i++) {
-                const long m = m0 + i;
-                float t = _mm512_reduce_add_ps(a[i]);
-                for (long k = j; k < nb; k++) t += acc_sum(dot_q8(codes_q4_0(c + (k - j) * 18), xq + m * K + k * 32,
-                                                                  half(c + (k - j) * 18) * xd[m * nb + k], ACC_ZERO));
-                y[m * N + r] = t;
-            }
-        }
-    return r1;
+#define SCALE(i) ((i) < 8 ? 18 * ((i) / 2) + (i) % 2 : 0)    /* the four scales' bytes */
+#define XLO(i) (32 * ((i) / 16) + (i) % 16)                 /* x for the low nibbles: the first 16 of each block */
+#define ZERO _mm512_setzero_si512()
+
+static inline __m512 two_scales(float d0, float d1, const float *xd) {     /* two blocks' d·xd, 8 lanes each */
+    return _mm512_insertf32x8(_mm512_set1_ps(d0 * xd[0]), _mm256_set1_ps(d1 * xd[1]), 1);
 }
+static inline __m512i ucodes2_q8_0(const uint8_t *c) {      /* blocks c, c + 34: 64 codes + 128 */
+    return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(c + 2))),
+                                               _mm256_loadu_si256((const __m256i *)(c + 36)), 1),
+                            _mm512_set1_epi8((char)128));
+}
+
+/* Decoding: x's blocks j.. prepared once (`x_T`) for the four rows of W that take them (`row_T`: acc + the row's
+   product with them, 16 lanes). Q8_0 goes two blocks at a time, Q4_0 four. */
+struct xblocks { __m512i x0, x1, off; const float *xd; };
+static inline struct xblocks x_q8_0(const int8_t *q, const float *xd) {
+    __m512i x = _mm512_loadu_si512(q);
+    return (struct xblocks){x, x, _mm512_dpbusd_epi32(ZERO, _mm512_set1_epi8((char)128), x), xd};      /* 128·Σx */
+}
+static inline __m512 row_q8_0(const uint8_t *c, const struct xblocks *s, __m512 acc) {
+    __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, ucodes2_q8_0(c), s->x0), s->off);   /* Σ code·x */
+    return _mm512_fmadd_ps(two_scales(half(c), half(c + 34), s->xd), _mm512_cvtepi32_ps(p), acc);
+}
+static inline struct xblocks x_q4_0(const int8_t *x, const float *xd) {    /* x split to match the nibbles */
+    const __m512i xlo = _mm512_set_epi8(BYTES64(XLO)), xhi = _mm512_add_epi8(xlo, _mm512_set1_epi8(16));
+    const __m512i e = _mm512_set1_epi8(8);
+    __m512i a = _mm512_loadu_si512(x), b = _mm512_loadu_si512(x + 64);
+    __m512i lo = _mm512_permutex2var_epi8(a, xlo, b), hi = _mm512_permutex2var_epi8(a, xhi, b);
+    return (struct xblocks){lo, hi, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ZERO, e, lo), e, hi), xd};  /* 8·Σx */
+}
+static inline __m512 row_q4_0(const uint8_t *c, const struct xblocks *s, __m512 acc) {
+    const __m512i codes = _mm512_set_epi8(BYTES64(CODE)), scales = _mm512_set_epi8(BYTES64(SCALE));
+    const __m512i m = _mm512_set1_epi8(15), spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512i v0 = _mm512_loadu_si512(c), v = _mm512_permutex2var_epi8(v0, codes, _mm512_loadu_si512(c + 8));
+    __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ZERO, _mm512_and_si512(v, m), s->x0),
+                                    _mm512_and_si512(_mm512_srli_epi16(v, 4), m), s->x1);
+    __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0))),
+                          _mm_loadu_ps(s->xd));
+    return _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d)),
+                           _mm512_cvtepi32_ps(_mm512_sub_epi32(p, s->off)), acc);
+}
+
+/* Prompts: a row of W's blocks j.. unpacked once (`w_T`), in weight order, for the rows of x that take them
+   (`prow_T`). */
+struct wblocks { __m512i u0, u1; float d0, d1; __m128 d; };
+static inline struct wblocks w_q8_0(const uint8_t *c) {
+    __m512i u = ucodes2_q8_0(c);
+    return (struct wblocks){u, u, half(c), half(c + 34), _mm_setzero_ps()};
+}
+static inline __m512 prow_q8_0(const struct wblocks *u, const int8_t *q, const float *xd, __m512 acc) {
+    __m512i x = _mm512_loadu_si512(q);
+    __m512i off = _mm512_dpbusd_epi32(ZERO, _mm512_set1_epi8((char)128), x);
+    __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u0, x), off);
+    return _mm512_fmadd_ps(two_scales(u->d0, u->d1, xd), _mm512_cvtepi32_ps(p), acc);
+}
+static inline __m512i nibbles(__m512i p) {                  /* each block's 16 low nibbles, then its 16 high ones */
+    const __m512i m = _mm512_set1_epi8(15);
+    return _mm512_mask_blend_epi64(0xCC, _mm512_and_si512(p, m), _mm512_and_si512(_mm512_srli_epi16(p, 4), m));
+}
+static inline struct wblocks w_q4_0(const uint8_t *c) {     /* blocks 0, 1 in u0 and 2, 3 in u1 */
+    const __m512i i01 = _mm512_set_epi8(BYTES64(PAIR01)), i23 = _mm512_set_epi8(BYTES64(PAIR23));
+    const __m512i scales = _mm512_set_epi8(BYTES64(SCALE));
+    __m512i v0 = _mm512_loadu_si512(c), v1 = _mm512_loadu_si512(c + 8);
+    return (struct wblocks){nibbles(_mm512_permutex2var_epi8(v0, i01, v1)),
+                            nibbles(_mm512_permutex2var_epi8(v0, i23, v1)), 0, 0,
+                            _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0)))};
+}
+static inline __m512 prow_q4_0(const struct wblocks *u, const int8_t *x, const float *xd, __m512 acc) {
+    const __m512i e = _mm512_set1_epi8(8), lo01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i lo23 = _mm512_add_epi32(lo01, _mm512_set1_epi32(2));
+    __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
+    __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u0, x0), _mm512_dpbusd_epi32(ZERO, e, x0));
+    __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u1, x1), _mm512_dpbusd_epi32(ZERO, e, x1));
+    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(u->d, _mm_loadu_ps(xd)));
+    acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo01, d), _mm512_cvtepi32_ps(p0), acc);
+    return _mm512_fmadd_ps(_mm512_permutexvar_ps(lo23, d), _mm512_cvtepi32_ps(p1), acc);
+}
+
+/* The loops, once for both formats: STEP blocks at a time, and the blocks left over (fewer than STEP) the 256-bit way
+   (TAIL adds them to t for the row of W at c, block j on, and the row of x at x, scales xd). */
+#define TAIL(T, BYTES, c, x, xd)                                                                                 \
+    for (long k = j; k < nb; k++)                                                                                \
+        t += acc_sum(dot_q8(codes_##T(c + (k - j) * BYTES), x + k * 32, half(c + (k - j) * BYTES) * xd[k], ACC_ZERO));
+#define AVX512_KERNELS(T, BYTES, STEP)                                                                           \
+static long T##_decode(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long K, long r0, long r1) {  \
+    const long nb = K / 32, rb = nb * BYTES;                   /* blocks and bytes in a row */                   \
+    long r = r0;                                                                                                 \
+    for (; r + 4 <= r1; r += 4) {                              /* one row of x, four rows of W */                \
+        const uint8_t *b = w + r * rb;                                                                           \
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};      \
+        long j = 0;                                                                                              \
+        for (; j + STEP <= nb; j += STEP, b += STEP * BYTES) {                                                   \
+            struct xblocks s = x_##T(xq + j * 32, xd + j);                                                       \
+            for (int i = 0; i < 4; i++) {                                                                        \
+                if (AHEAD) __builtin_prefetch(b + i * rb + AHEAD);                                               \
+                a[i] = row_##T(b + i * rb, &s, a[i]);                                                            \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int i = 0; i < 4; i++) {                                                                            \
+            float t = _mm512_reduce_add_ps(a[i]);                                                                \
+            TAIL(T, BYTES, (b + i * rb), xq, xd)                                                                 \
+            y[r + i] = t;                                                                                        \
+        }                                                                                                        \
+    }                                                                                                            \
+    return r;                                                   /* the rows left, fewer than four, go one by one */\
+}                                                                                                                \
+static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K,    \
+                       long r0, long r1) {                                                                       \
+    const long nb = K / 32, rb = nb * BYTES;                                                                     \
+    for (long r = r0; r < r1; r++)                                                                               \
+        for (long m0 = 0; m0 < M; m0 += 4) {                   /* one row of W, up to four rows of x */          \
+            const long mn = M - m0 < 4 ? M - m0 : 4;                                                             \
+            const uint8_t *c = w + r * rb;                                                                       \
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};  \
+            long j = 0;                                                                                          \
+            for (; j + STEP <= nb; j += STEP, c += STEP * BYTES) {                                               \
+                struct wblocks u = w_##T(c);                                                                     \
+                for (long i = 0; i < mn; i++) a[i] = prow_##T(&u, xq + (m0 + i) * K + j * 32,                     \
+                                                              xd + (m0 + i) * nb + j, a[i]);                     \
+            }                                                                                                    \
+            for (long i = 0; i < mn; i++) {                                                                      \
+                float t = _mm512_reduce_add_ps(a[i]);                                                            \
+                TAIL(T, BYTES, c, (xq + (m0 + i) * K), (xd + (m0 + i) * nb))                                     \
+                y[(m0 + i) * N + r] = t;                                                                         \
+            }                                                                                                    \
+        }                                                                                                        \
+    return r1;                                                                                                   \
+}
+AVX512_KERNELS(q8_0, 34, 2)
+AVX512_KERNELS(q4_0, 18, 4)
 #define FIRST_ROW(T) (M == 1 ? T##_decode(w, xq, xd, y, K, r0, r1) : T##_prompt(w, xq, xd, y, M, N, K, r0, r1))
 int avx512_kernels(void) { return 1; }                      /* 1: this build multiplies Q8_0 and Q4_0 as above */
 #else
