@@ -80,8 +80,11 @@ def swiglu_torch(x, w_gate, w_up, w_down):
 
 # %% ../nbs/05_mlp_norm.ipynb #46b475d9
 def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    "x [..., D] / sqrt(mean(x²) + eps) * w [D]."
-    return x * (1 / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(eps))).astype(x.dtype) * w
+    "x [..., D] / sqrt(mean(x²) + eps) * w [D], with one array of x's size made (x² summed by `vecdot`, no x * x)."
+    ms = np.vecdot(x, x)[..., None] / np.float32(x.shape[-1])      # [..., 1] mean of squares
+    y = x * (1 / np.sqrt(ms + np.float32(eps))).astype(x.dtype)    # [..., D]
+    y *= w
+    return y
 
 CPU_NORMS: list = []     # kernels f(x [N, D], w [D], eps) -> [N, D], or None where they do not apply; asked first on
                          # the CPU (notebook 16 adds one in C)

@@ -42,12 +42,11 @@ def rope_cos_sin(positions, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 # %% ../nbs/03_positions.ipynb #1a213ff1
 def rope_interleaved_np(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    "Meta/llama2.c/GGUF layout, pairs (2i, 2i+1): x [..., T, hd], cos/sin [T, hd/2] -> [..., T, hd]."
-    a, b = x[..., 0::2], x[..., 1::2]                              # [..., T, hd/2] each
-    out = np.empty_like(x)
-    out[..., 0::2] = a * cos - b * sin
-    out[..., 1::2] = a * sin + b * cos
-    return out
+    """Meta/llama2.c/GGUF layout, pairs (2i, 2i+1): x [..., T, hd], cos/sin [T, hd/2] -> [..., T, hd] float32.
+    As Meta's `apply_rotary_emb`, each pair is a complex number a + ib, and (a + ib)(cos + i·sin) is the rotated pair
+    (a·cos - b·sin) + i(a·sin + b·cos): one multiply over the pairs as they lie in memory."""
+    z = np.ascontiguousarray(x, np.float32).view(np.complex64)    # [..., T, hd/2] complex: a + ib
+    return (z * (cos + 1j * sin)).view(np.float32)                 # [..., T, hd/2] rotated -> [..., T, hd]
 
 def rope_half_np(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     "Hugging Face layout, pairs (i, i + hd/2): x [..., T, hd], cos/sin [T, hd/2] -> [..., T, hd]."
