@@ -46,7 +46,7 @@ def rope_interleaved_np(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.n
     As Meta's `apply_rotary_emb`, each pair is a complex number a + ib, and (a + ib)(cos + i·sin) is the rotated pair
     (a·cos - b·sin) + i(a·sin + b·cos): one multiply over the pairs as they lie in memory."""
     z = np.ascontiguousarray(x, np.float32).view(np.complex64)    # [..., T, hd/2] complex: a + ib
-    return (z * (cos + 1j * sin)).view(np.float32)                 # [..., T, hd/2] rotated -> [..., T, hd]
+    return (z * (cos + 1j * sin).astype(np.complex64, copy=False)).view(np.float32)   # rotated -> [..., T, hd]
 
 def rope_half_np(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     "Hugging Face layout, pairs (i, i + hd/2): x [..., T, hd], cos/sin [T, hd/2] -> [..., T, hd]."
