@@ -86,15 +86,15 @@ def rmsnorm_np(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     y *= w
     return y
 
-CPU_NORMS: list = []     # kernels f(x [N, D], w [D], eps) -> [N, D], or None where they do not apply; asked first on
-                         # the CPU (notebook 16 adds one in C)
+CPU_NORMS: list = []     # kernels f(x [..., D], w [D], eps) -> [..., D], or None where they do not apply; asked first
+                         # on the CPU (notebook 16 adds one in C)
 
 def rmsnorm_torch(x, w, eps: float):
     """torch version of `rmsnorm_np`: a kernel of `CPU_NORMS` on the CPU where one takes it, else torch's `rms_norm`,
     in float32 for any input dtype as transformers does."""
     if x.is_cpu:
         for f in CPU_NORMS:
-            if (y := f(x.reshape(-1, x.shape[-1]), w, eps)) is not None: return y.view(x.shape)
+            if (y := f(x, w, eps)) is not None: return y
     if x.dtype == w.dtype == torch.float32: return torch.nn.functional.rms_norm(x, w.shape, w, eps)
     return w * torch.nn.functional.rms_norm(x.float(), w.shape, eps=eps).to(x.dtype)
 

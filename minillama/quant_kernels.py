@@ -738,21 +738,32 @@ def native_f32_linear(x, Ws):
     """x float32 [..., K] @ W.T for every W of `Ws`, up to three float32 [N, K] contiguous on the CPU, in one call of
     the C kernel `f32_f32` -> [..., ΣN]; None (oneDNN then) for NATIVE_F32_ROWS rows or more, without the C kernels,
     or while torch's threads spin (`omp_spins`: oneDNN runs on those very threads)."""
-    ms, (*lead, K) = [f32_matrix(W) for W in Ws], x.shape
-    if (None in ms or any(m[2] != K for m in ms) or math.prod(lead) >= NATIVE_F32_ROWS or len(Ws) > 3
-            or x.dtype != torch.float32 or omp_spins() or not native()): return None
-    return native_product("f32_f32", [m[:2] for m in ms], x if x.is_contiguous() else x.contiguous(), threads=THREADS)
+    K = x.shape[-1]
+    if x.dtype != torch.float32 or x.numel() >= NATIVE_F32_ROWS * K or len(Ws) > 3 or omp_spins() or not native():
+        return None
+    ws = []                                                        # address, rows of each matrix
+    for W in Ws:
+        if (m := f32_matrix(W)) is None or m[2] != K: return None
+        ws += m[:2]
+    if not x.is_contiguous(): x = x.contiguous()
+    y = torch.empty(*x.shape[:-1], sum(ws[1::2]))                  # [..., ΣN]
+    native().linear(KINDS.index("f32_f32"), x.data_ptr(), None, y.data_ptr(), x.numel() // K, K, THREADS, *ws,
+                    *[None, 0] * (3 - len(Ws)))                    # native_product's call, none of its cases
+    return y
 
 CPU_LINEARS.append(native_f32_linear)
 
 # %% ../nbs/16_quant_kernels.ipynb #fee3083f
 def native_rmsnorm(x, w, eps: float):
-    """x float32 [M, D] / sqrt(mean(x²) + eps) · w [D] by the C kernel `rmsnorm` -> [M, D]; None (torch's `rms_norm`
-    then) for other dtypes or without the C kernels."""
-    if x.ndim != 2 or not x.dtype == w.dtype == torch.float32 or w.shape != x.shape[-1:] or not native(): return None
-    x, w = (t if t.is_contiguous() else t.contiguous() for t in (x, w))
+    """x float32 [..., D] / sqrt(mean(x²) + eps) · w [D] by the C kernel `rmsnorm` -> [..., D], each row as it lies (no
+    reshape or view around it: right after a product each torch call is slow); None (torch's `rms_norm` then) for other
+    dtypes, a w that is not [D] and contiguous, or without the C kernels."""
+    D = x.shape[-1] if x.ndim else 0
+    if not (D and x.dtype == w.dtype == torch.float32 and w.shape == (D,) and w.is_contiguous()) or not native():
+        return None
+    if not x.is_contiguous(): x = x.contiguous()
     y = torch.empty_like(x)
-    native().rmsnorm(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)
+    native().rmsnorm(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.numel() // D, D, eps)
     return y
 
 CPU_NORMS.append(native_rmsnorm)

@@ -331,6 +331,7 @@ def test_rmsnorm_takes_the_c_kernel(rng, tmp_path, monkeypatch):
     y = rmsnorm_torch(torch.from_numpy(x), torch.from_numpy(w), 1e-6)
     c = native_rmsnorm(torch.from_numpy(x.reshape(6, 512)), torch.from_numpy(w), 1e-6)
     assert torch.equal(y.reshape(6, 512), c)
+    assert torch.equal(native_rmsnorm(torch.from_numpy(x), torch.from_numpy(w), 1e-6), y)   # [..., D] as it lies
     assert_close(y, rmsnorm_np(x, w, 1e-6), what="RMSNorm, C kernel vs numpy")
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
     bad = compile_native(NATIVE_SOURCE.replace("(float)(s / D)", "(float)(s / (D - 1))"))
