@@ -1,12 +1,12 @@
 """Where a decode step's time goes: the matrix products against everything else (norms, RoPE, attention, the cache,
 the Python between them), numpy and torch on the same GGUF files of the ~220M random Llama of bench_quant.py.
 
-Each row runs in a fresh process (minillama imported before torch): load the file, prefill a 64-token prompt, then
-time decode steps in 8 rounds of 8, noting the time spent inside the products: `linear_np` on numpy (OpenBLAS, or
-a quantized matrix's chunks dequantized and multiplied), `native_product` on torch (the C kernels). "rest" is the
-step minus the products. "torch calls" counts the calls torch sees in one step (ops, views and attribute reads, through a
-TorchFunctionMode): on the CPU each of them pays again for the caches the product before it has swept. With
---repeat N the rows take turns N times and each number is the median. For numbers against llama.cpp, see
+Each row runs in a fresh process (minillama imported before torch): load the file, prefill a 64-token prompt, then time
+decode steps in 8 rounds of 8, noting the time spent inside the products: `linear_np` on numpy (OpenBLAS, or a quantized
+matrix's chunks dequantized and multiplied), the kernels of `CPU_LINEARS` on torch (the C kernels, their checks
+included). "rest" is the step minus the products. "torch calls" counts the calls torch sees in one step (ops, views and
+attribute reads, through a TorchFunctionMode): on the CPU each of them pays again for the caches the product before it
+has swept. With --repeat N the rows take turns N times and each number is the median. For numbers against llama.cpp, see
 bench_quant.py; this script explains them.
 Usage: python benchmarks/bench_decode_split.py [--dir /var/tmp] [--repeat 3] [--types F32,Q8_0,Q4_0]
 """
@@ -25,7 +25,7 @@ def timed(f):
     def g(*a, **k):
         t = time.perf_counter(); r = f(*a, **k); inside[0] += time.perf_counter() - t; return r
     return g
-if backend == "torch": qk.native_product = timed(qk.native_product)
+if backend == "torch": mn.CPU_LINEARS[:] = [timed(f) for f in mn.CPU_LINEARS]   # linear_torch asks them first
 else:                    # the model and the MLP call it by name; a quantized weight's chunks are inside its call
     mn.linear_np = mm.linear_np = timed(mn.linear_np)
 cache = m.new_cache(max_len=256)
