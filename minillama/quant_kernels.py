@@ -21,16 +21,15 @@ __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'N
            'native_rmsnorm', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
-def _scaled_codes(b: np.ndarray, qtype: str):
-    "Q4_0, Q4_1, Q8_0 blocks [blocks, bytes] -> (scale·code [blocks, 32], offset [blocks, 1] or None)."
+def _block_codes(b: np.ndarray, qtype: str):
+    "Q4_0, Q4_1, Q8_0 blocks [blocks, bytes] -> (codes float32 [blocks, 32], scale, offset or None [blocks, 1])."
     d = _f16(b, 0)                                                    # [blocks, 1]
     v = np.empty((len(b), 32), np.float32)
     if qtype == "Q8_0": v[:] = b[:, 2:].view(np.int8)
     else:
         p = b[:, 2:18] if qtype == "Q4_0" else b[:, 4:20]            # [blocks, 16]: byte j holds codes j and j + 16
         v[:, :16], v[:, 16:] = p & 15, p >> 4
-    v *= d
-    return v, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
+    return v, d, (None if qtype == "Q8_0" else -8 * d if qtype == "Q4_0" else _f16(b, 2))
 
 THREADS = os.cpu_count() or 1             # chunks of rows run on this many threads
 _POOL: list = []
@@ -57,7 +56,7 @@ class QuantWeight:
         return dequantize(self.raw[ids.ravel()], self.qtype).reshape(*ids.shape, self.shape[1])
 
     def linear(self, x: np.ndarray) -> np.ndarray:
-        "x [..., in] @ W.T -> [..., out], dequantizing `chunk` rows at a time."
+        "x [..., in] @ W.T -> [..., out], `chunk` rows of W at a time (one row of x: the scales after the block dots)."
         x2 = x.reshape(-1, x.shape[-1])                                   # [M, K]
         M, K = x2.shape
         out = np.empty((M, self.shape[0]), np.float32)                    # [M, out]
@@ -68,8 +67,14 @@ class QuantWeight:
             if not fast:
                 out[:, r:r + len(raw)] = linear_np(x2, dequantize(raw, self.qtype))   # [M, chunk]
                 return
-            v, off = _scaled_codes(raw.reshape(-1, BLOCKS[self.qtype][1]), self.qtype)
-            y = linear_np(x2, v.reshape(len(raw), K))                     # [M, chunk]: scale·code only
+            v, d, off = _block_codes(raw.reshape(-1, BLOCKS[self.qtype][1]), self.qtype)
+            n, nb = len(raw), K // 32
+            if M == 1:         # one row: each block's codes · x's block, [K/32, n] dots, then the scales on those
+                dots = np.matmul(v.reshape(n, nb, 32).transpose(1, 0, 2), x2.reshape(nb, 32, 1))   # [nb, n, 1]
+                y = np.einsum("bn,nb->n", dots[..., 0], d.reshape(n, nb))[None]               # [1, chunk]
+            else:
+                v *= d                                                    # scale·code only, in place
+                y = linear_np(x2, v.reshape(n, K))                        # [M, chunk]
             if off is not None: y += linear_np(bsum, off.reshape(len(raw), -1))   # + offsets x block sums
             out[:, r:r + len(raw)] = y
         starts = list(range(0, self.shape[0], self.chunk))
