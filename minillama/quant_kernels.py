@@ -75,8 +75,8 @@ class QuantWeight:
             else:
                 v *= d                                                    # scale·code only, in place
                 y = linear_np(x2, v.reshape(n, K))                        # [M, chunk]
-            if off is not None: y += linear_np(bsum, off.reshape(len(raw), -1))   # + offsets x block sums
-            out[:, r:r + len(raw)] = y
+            if off is not None: y += linear_np(bsum, off.reshape(n, nb))  # + offsets x block sums
+            out[:, r:r + n] = y
         starts = list(range(0, self.shape[0], self.chunk))
         n = min(THREADS, len(starts))                                     # one run of chunks per core; numpy's
         part = lambda j: [rows(r) for r in starts[j::n]]                  # kernels let go of the GIL meanwhile
@@ -679,14 +679,14 @@ def native_product(kind: str, ws, x, lib=None, threads: int | None = None):
     """x float32 torch [..., K] contiguous @ W.T for each (address, N) of `ws`, one to three matrices W [N, K] that the
     C kernel `kind` reads (one of KINDS; `lib`, default `native()`) -> their outputs side by side, [..., ΣN], on
     `threads` (default `native_threads()`). A `_q8` kernel gets x quantized to int8 per block of 32 first."""
-    lib, (*lead, K) = lib or native(), x.shape
-    M = math.prod(lead)
-    xs, xd, y = x, None, torch.empty(*lead, sum(N for _, N in ws))      # pointers from torch: ~0.2 µs, numpy's ~3
+    lib, K, flat = lib or native(), x.shape[-1], [v for w in ws for v in w]    # flat: address, N, address, N...
+    M = x.numel() // K
+    xs, xd, y = x, None, torch.empty(*x.shape[:-1], sum(flat[1::2]))     # pointers from torch: ~0.2 µs, numpy's ~3
     if kind.endswith("_q8"):
         xs, xd = torch.empty(M, K, dtype=torch.int8), torch.empty(M, K // 32)     # [M, K], [M, K/32]
         lib.quantize_q8(x.data_ptr(), xs.data_ptr(), xd.data_ptr(), x.numel())
     lib.linear(KINDS.index(kind), xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, K,
-               threads or native_threads(), *[v for w in ws for v in w], *[None, 0] * (3 - len(ws)))   # rows shared out
+               threads or native_threads(), *flat, *[None, 0] * (3 - len(ws)))   # rows shared out
     return y
 
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
@@ -746,15 +746,11 @@ def native_f32_linear(x, Ws):
     K = x.shape[-1]
     if x.dtype != torch.float32 or x.numel() >= NATIVE_F32_ROWS * K or len(Ws) > 3 or omp_spins() or not native():
         return None
-    ws = []                                                        # address, rows of each matrix
+    ws = []                                                        # (address, rows) of each matrix
     for W in Ws:
         if (m := f32_matrix(W)) is None or m[2] != K: return None
-        ws += m[:2]
-    if not x.is_contiguous(): x = x.contiguous()
-    y = torch.empty(*x.shape[:-1], sum(ws[1::2]))                  # [..., ΣN]
-    native().linear(KINDS.index("f32_f32"), x.data_ptr(), None, y.data_ptr(), x.numel() // K, K, THREADS, *ws,
-                    *[None, 0] * (3 - len(Ws)))                    # native_product's call, none of its cases
-    return y
+        ws.append(m[:2])
+    return native_product("f32_f32", ws, x if x.is_contiguous() else x.contiguous(), threads=THREADS)
 
 CPU_LINEARS.append(native_f32_linear)
 
