@@ -286,8 +286,32 @@ static inline void dot##R##_f32(const float *w, long K, const float *x, float *y
 }
 #endif
 
-/* x [n] -> codes xq [n] (int8, -127..127) and a scale per 32, xd [n/32]: x ≈ xd · xq, llama.cpp's activations */
+/* x [n] -> codes xq [n] (int8, -127..127) and a scale per 32, xd [n/32]: x ≈ xd · xq, llama.cpp's activations,
+   rounded as roundf rounds (halves away from zero). With AVX2 eight at a time: roundf is a call into libm, and one
+   at a time this took 5-7 ns a value, 23-32 ms of a 64-token prompt on the ~220M model. */
 void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(SCALAR)
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1);
+    for (long k = 0; k < n; k += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();                   /* the block's 32 values; the largest |x| */
+        for (int i = 0; i < 4; i++)
+            v[i] = _mm256_loadu_ps(x + k + 8 * i), m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        float d = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h))) / 127, id = d > 0 ? 1 / d : 0;
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) {                           /* t = trunc(s), one further from 0 if |s - t| >= 1/2 */
+            __m256 s = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
+            __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(s, t)), half, _CMP_GE_OQ);
+            q[i] = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, s)))));
+        }                                                       /* 32 int32 -> 32 int8, in order again */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(xq + k), p);
+        xd[k / 32] = d;
+    }
+#else
     for (long k = 0; k < n; k += 32) {
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[k + j]));
@@ -295,6 +319,7 @@ void quantize_q8(const float *x, int8_t *xq, float *xd, long n) {
         for (int j = 0; j < 32; j++) xq[k + j] = (int8_t)roundf(x[k + j] * id);
         xd[k / 32] = d;
     }
+#endif
 }
 
 /* Rows r0:r1 of W against every row of x. Up to four rows of x take each block at once: its codes are unpacked once

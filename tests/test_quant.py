@@ -166,16 +166,23 @@ def q8_reference(x: np.ndarray):
     return round_away(xb * inv).astype(np.int8), d[:, 0]
 
 
-def test_quantize_q8_is_numpys(rng):
-    "The C kernels' activation codes and scales equal numpy's, an all-zero block included (scale 0, no NaN)."
-    x = (rng.standard_normal((3, 256)) * [[1], [1e-3], [50]]).astype(np.float32)
+@pytest.mark.parametrize("build", ["vector", "avx2", "scalar"])
+def test_quantize_q8_is_numpys(builds, build, rng):
+    """Every build's activation codes and scales equal numpy's, an all-zero block included (scale 0, no NaN): halves
+    round away from zero as roundf does, and the floats next to them round to the nearer side."""
+    x = (rng.standard_normal((4, 256)) * [[1], [1e-3], [50], [1]]).astype(np.float32)
     x[1, 32:64] = 0
     x[2, :32] = np.arange(-16, 16) / 2                                  # halves: round away from zero, as roundf
-    codes, scales = np.empty((3, 256), np.int8), np.empty(24, np.float32)
-    native().quantize_q8(x.ctypes.data, codes.ctypes.data, scales.ctypes.data, x.size)
+    h = np.float32(0.5) + np.arange(-64, 63, 2, dtype=np.float32)       # with 127 in their block the scale is 1:
+    x[3] = np.concatenate([[127], h[:31], [127], np.nextafter(h[:31], np.float32(np.inf)), [-127],
+                           np.nextafter(h[:31], np.float32(-np.inf)), [127], -h[:31], x[3, 128:]])
+    codes, scales = np.empty((4, 256), np.int8), np.empty(32, np.float32)
+    builds[build].quantize_q8(x.ctypes.data, codes.ctypes.data, scales.ctypes.data, x.size)
     q, d = q8_reference(x)
-    assert np.array_equal(codes.reshape(-1, 32), q) and np.array_equal(scales, d) and scales[9] == 0
-    assert np.abs(codes).max() == 127
+    assert scales[24] == 1 and scales[9] == 0
+    bad = np.flatnonzero(codes.reshape(-1, 32) != q)
+    assert bad.size == 0, f"{bad.size} codes differ, first at {bad[0]}: {x.flat[bad[0]]!r} -> {codes.flat[bad[0]]}"
+    assert np.array_equal(scales, d) and np.abs(codes).max() == 127
 
 
 @pytest.fixture(scope="module")
