@@ -172,7 +172,7 @@ def test_quantize_q8_is_numpys(builds, build, rng):
     round away from zero as roundf does, and the floats next to them round to the nearer side."""
     x = (rng.standard_normal((4, 256)) * [[1], [1e-3], [50], [1]]).astype(np.float32)
     x[1, 32:64] = 0
-    x[2, :32] = np.arange(-16, 16) / 2                                  # halves: round away from zero, as roundf
+    x[2, :32] = np.arange(-16, 16) / 2                                  # steps of 1/2 up to 8
     h = np.float32(0.5) + np.arange(-64, 63, 2, dtype=np.float32)       # with 127 in their block the scale is 1:
     x[3] = np.concatenate([[127], h[:31], [127], np.nextafter(h[:31], np.float32(np.inf)), [-127],
                            np.nextafter(h[:31], np.float32(-np.inf)), [127], -h[:31], x[3, 128:]])
