@@ -420,16 +420,18 @@ static inline __m512 row_q4_0(const uint8_t *c, const struct xblocks *s, __m512 
 
 /* Prompts: a row of W's blocks j.. unpacked once (`w_T`), in weight order, for the rows of x that take them
    (`prow_T`). */
-struct wblocks { __m512i u0, u1; float d0, d1; __m128 d; };
+struct wblocks { __m512i u0, u1; __m128 d; };                /* codes read unsigned; the blocks' scales */
 static inline struct wblocks w_q8_0(const uint8_t *c) {
     __m512i u = ucodes2_q8_0(c);
-    return (struct wblocks){u, u, half(c), half(c + 34), _mm_setzero_ps()};
+    return (struct wblocks){u, u, _mm_set_ps(0, 0, half(c + 34), half(c))};
 }
 static inline __m512 prow_q8_0(const struct wblocks *u, const int8_t *q, const float *xd, __m512 acc) {
+    const __m512i lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     __m512i x = _mm512_loadu_si512(q);
     __m512i off = _mm512_dpbusd_epi32(ZERO, _mm512_set1_epi8((char)128), x);
     __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u0, x), off);
-    return _mm512_fmadd_ps(two_scales(u->d0, u->d1, xd), _mm512_cvtepi32_ps(p), acc);
+    __m128 d = _mm_mul_ps(u->d, _mm_castpd_ps(_mm_load_sd((const double *)xd)));      /* both blocks' d·xd at once */
+    return _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(d)), _mm512_cvtepi32_ps(p), acc);
 }
 static inline __m512i nibbles(__m512i p) {                  /* each block's 16 low nibbles, then its 16 high ones */
     const __m512i m = _mm512_set1_epi8(15);
@@ -440,7 +442,7 @@ static inline struct wblocks w_q4_0(const uint8_t *c) {     /* blocks 0, 1 in u0
     const __m512i scales = _mm512_set_epi8(BYTES64(SCALE));
     __m512i v0 = _mm512_loadu_si512(c), v1 = _mm512_loadu_si512(c + 8);
     return (struct wblocks){nibbles(_mm512_permutex2var_epi8(v0, i01, v1)),
-                            nibbles(_mm512_permutex2var_epi8(v0, i23, v1)), 0, 0,
+                            nibbles(_mm512_permutex2var_epi8(v0, i23, v1)),
                             _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0)))};
 }
 static inline __m512 prow_q4_0(const struct wblocks *u, const int8_t *x, const float *xd, __m512 acc) {
