@@ -203,6 +203,7 @@ NATIVE_SOURCE = r"""
 /* minillama's kernels. Each computes rows r0:r1 of y [M, N] = x [M, K] @ W.T, reading W [N, K] as the file stores
    it: float32 rows, or blocks of 32 weights, a float16 scale d and 32 codes, w = d · code. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #ifndef AHEAD
@@ -419,18 +420,20 @@ static inline __m512 row_q4_0(const uint8_t *c, const struct xblocks *s, __m512 
 }
 
 /* Prompts: a row of W's blocks j.. unpacked once (`w_T`), in weight order, for the rows of x that take them
-   (`prow_T`). */
+   (`prow_T`: acc + Σ u·x·d·xd, with the offset OFF·Σx still in it; the prompt kernel takes it off once per row). */
 struct wblocks { __m512i u0, u1; __m128 d; };                /* codes read unsigned; the blocks' scales */
+#define OFF_q8_0 128
+#define OFF_q4_0 8
+static inline __m128 floats_q8_0(const float *p) { return _mm_castpd_ps(_mm_load_sd((const double *)p)); }
+static inline __m128 floats_q4_0(const float *p) { return _mm_loadu_ps(p); }      /* a float per block of the step */
 static inline struct wblocks w_q8_0(const uint8_t *c) {
     __m512i u = ucodes2_q8_0(c);
     return (struct wblocks){u, u, _mm_set_ps(0, 0, half(c + 34), half(c))};
 }
-static inline __m512 prow_q8_0(const struct wblocks *u, const int8_t *q, const float *xd, __m512 acc) {
+static inline __m512 prow_q8_0(const struct wblocks *u, const int8_t *q, __m128 xd, __m512 acc) {
     const __m512i lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i x = _mm512_loadu_si512(q);
-    __m512i off = _mm512_dpbusd_epi32(ZERO, _mm512_set1_epi8((char)128), x);
-    __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u0, x), off);
-    __m128 d = _mm_mul_ps(u->d, _mm_castpd_ps(_mm_load_sd((const double *)xd)));      /* both blocks' d·xd at once */
+    __m512i p = _mm512_dpbusd_epi32(ZERO, u->u0, _mm512_loadu_si512(q));
+    __m128 d = _mm_mul_ps(u->d, xd);                           /* both blocks' d·xd at once */
     return _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(d)), _mm512_cvtepi32_ps(p), acc);
 }
 static inline __m512i nibbles(__m512i p) {                  /* each block's 16 low nibbles, then its 16 high ones */
@@ -445,15 +448,27 @@ static inline struct wblocks w_q4_0(const uint8_t *c) {     /* blocks 0, 1 in u0
                             nibbles(_mm512_permutex2var_epi8(v0, i23, v1)),
                             _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(scales, v0)))};
 }
-static inline __m512 prow_q4_0(const struct wblocks *u, const int8_t *x, const float *xd, __m512 acc) {
-    const __m512i e = _mm512_set1_epi8(8), lo01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+static inline __m512 prow_q4_0(const struct wblocks *u, const int8_t *x, __m128 xd, __m512 acc) {
+    const __m512i lo01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i lo23 = _mm512_add_epi32(lo01, _mm512_set1_epi32(2));
-    __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
-    __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u0, x0), _mm512_dpbusd_epi32(ZERO, e, x0));
-    __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(ZERO, u->u1, x1), _mm512_dpbusd_epi32(ZERO, e, x1));
-    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(u->d, _mm_loadu_ps(xd)));
+    __m512i p0 = _mm512_dpbusd_epi32(ZERO, u->u0, _mm512_loadu_si512(x));
+    __m512i p1 = _mm512_dpbusd_epi32(ZERO, u->u1, _mm512_loadu_si512(x + 64));
+    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(u->d, xd));
     acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo01, d), _mm512_cvtepi32_ps(p0), acc);
     return _mm512_fmadd_ps(_mm512_permutexvar_ps(lo23, d), _mm512_cvtepi32_ps(p1), acc);
+}
+/* What the offsets add to a prompt's rows, once per prompt instead of once per row of W: xo = OFF·xd·Σx for each of
+   the n blocks of x; a row of W then takes off Σ d·xo over its blocks. */
+static void offsets(const int8_t *xq, const float *xd, float *xo, long n, int OFF) {
+    for (long b = 0; b < n; b++) {
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += xq[b * 32 + j];
+        xo[b] = OFF * xd[b] * s;
+    }
+}
+static inline float sum4(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* The loops, once for both formats: STEP blocks at a time, and the blocks left over (fewer than STEP) the 256-bit way
@@ -487,23 +502,31 @@ static long T##_decode(const uint8_t *w, const int8_t *xq, const float *xd, floa
 static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K,    \
                        long r0, long r1) {                                                                       \
     const long nb = K / 32, rb = nb * BYTES;                                                                     \
+    float *xo = malloc(M * nb * sizeof(float));                /* the offsets of x's blocks, [M, nb] */          \
+    if (!xo) return r0;                                        /* the loops after these take the rows then */    \
+    offsets(xq, xd, xo, M * nb, OFF_##T);                                                                        \
     for (long r = r0; r < r1; r++)                                                                               \
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* one row of W, up to four rows of x */          \
             const long mn = M - m0 < 4 ? M - m0 : 4;                                                             \
             const uint8_t *c = w + r * rb;                                                                       \
             __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};  \
+            __m128 o[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};  /* Σ d·xo */ \
             long j = 0;                                                                                          \
             for (; j + STEP <= nb; j += STEP, c += STEP * BYTES) {                                               \
                 struct wblocks u = w_##T(c);                                                                     \
-                for (long i = 0; i < mn; i++) a[i] = prow_##T(&u, xq + (m0 + i) * K + j * 32,                     \
-                                                              xd + (m0 + i) * nb + j, a[i]);                     \
+                for (long i = 0; i < mn; i++) {                                                                  \
+                    const long b = (m0 + i) * nb + j;                  /* row m0 + i of x, its block j */        \
+                    a[i] = prow_##T(&u, xq + b * 32, floats_##T(xd + b), a[i]);                                  \
+                    o[i] = _mm_fmadd_ps(u.d, floats_##T(xo + b), o[i]);                                          \
+                }                                                                                                \
             }                                                                                                    \
             for (long i = 0; i < mn; i++) {                                                                      \
-                float t = _mm512_reduce_add_ps(a[i]);                                                            \
+                float t = _mm512_reduce_add_ps(a[i]) - sum4(o[i]);                                               \
                 TAIL(T, BYTES, c, (xq + (m0 + i) * K), (xd + (m0 + i) * nb))                                     \
                 y[(m0 + i) * N + r] = t;                                                                         \
             }                                                                                                    \
         }                                                                                                        \
+    free(xo);                                                                                                    \
     return r1;                                                                                                   \
 }
 AVX512_KERNELS(q8_0, 34, 2)

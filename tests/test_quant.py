@@ -245,12 +245,14 @@ def test_avx512_kernels(qt, rng, tmp_path, monkeypatch):
             assert_close(y, want, what=f"{qt} AVX-512, K={K}, {N} rows of W, {M} of x")
             assert np.array_equal(y, native_linear(raw, qt, x, lib=no_ahead))
             if K == 1024: assert not np.array_equal(y, native_linear(raw, qt, x, lib=avx2))
-    old, new = {"Q8_0": ("_mm512_set1_epi8((char)128), x)", "_mm512_set1_epi8((char)127), x)"),
-                "Q4_0": ("e = _mm512_set1_epi8(8)", "e = _mm512_set1_epi8(7)")}[qt]
-    assert NATIVE_SOURCE.count(old) == 2                                          # decoding's and the prompt's
+    wrong = {"Q8_0": [("_mm512_set1_epi8((char)128), x)", "_mm512_set1_epi8((char)127), x)", 1),   # decoding's
+                      ("#define OFF_q8_0 128", "#define OFF_q8_0 127", 3)],                          # a prompt's
+             "Q4_0": [("e = _mm512_set1_epi8(8)", "e = _mm512_set1_epi8(7)", 1),
+                      ("#define OFF_q4_0 8", "#define OFF_q4_0 7", 3)]}[qt]
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
-    bad = compile_native(NATIVE_SOURCE.replace(old, new))
-    for M in (1, 3):
+    for old, new, M in wrong:
+        assert NATIVE_SOURCE.count(old) == 1
+        bad = compile_native(NATIVE_SOURCE.replace(old, new))
         x = rng.standard_normal((M, K)).astype(np.float32)
         q, d = q8_reference(x)
         r = compare(native_linear(raw, qt, x, lib=bad), (q * d[:, None]).reshape(x.shape) @ dequantize(raw, qt).T,
