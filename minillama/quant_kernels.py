@@ -503,7 +503,7 @@ static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, floa
                        long r0, long r1) {                                                                       \
     const long nb = K / 32, rb = nb * BYTES;                                                                     \
     float *xo = malloc(M * nb * sizeof(float));                /* the offsets of x's blocks, [M, nb] */          \
-    if (!xo) return r0;                                        /* the loops after these take the rows then */    \
+    if (!xo) return r0;                                        /* ROWS_OF_X's loops take every row then */      \
     offsets(xq, xd, xo, M * nb, OFF_##T);                                                                        \
     for (long r = r0; r < r1; r++)                                                                               \
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* one row of W, up to four rows of x */          \
