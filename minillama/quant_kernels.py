@@ -15,10 +15,10 @@ from .quant import BLOCKS, DEQUANTIZERS, dequantize, _f16, _codes, _k_codes
 
 # %% auto #0
 __all__ = ['THREADS', 'AFFINE', 'CODE_BITS', 'DEQUANT_ROWS', 'NATIVE_SOURCE', 'NATIVE_TYPES', 'KINDS', 'NATIVE_ROWS',
-           'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
+           'AVX512_ROWS', 'NATIVE_F32_ROWS', 'QuantWeight', 'affine_codes', 'pack_int4', 'int4_block', 'int4_packed',
            'TorchQuantWeight', 'compile_native', 'omp_spins', 'native_threads', 'native', 'native_product',
-           'native_linear', 'NativeQuantWeight', 'native_quant_linears', 'f32_matrix', 'native_f32_linear',
-           'native_rmsnorm', 'quant_weight']
+           'native_linear', 'native_rows', 'NativeQuantWeight', 'native_quant_linears', 'f32_matrix',
+           'native_f32_linear', 'native_rmsnorm', 'quant_weight']
 
 # %% ../nbs/16_quant_kernels.ipynb #1a4b9d9e
 def _block_codes(b: np.ndarray, qtype: str):
@@ -747,6 +747,14 @@ def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = Fals
     return native_product(kind, [(raw.ctypes.data, len(raw))], x, lib).numpy()
 
 NATIVE_ROWS = 128          # rows of x from which one dequantization and a float32 GEMM beat the C kernels
+AVX512_ROWS = {"q8_0_q8": 160, "q4_0_q8": 256}   # the same for the AVX-512 prompt kernels (measured further down)
+
+@functools.cache
+def _avx512() -> bool: return bool(native().avx512_kernels())
+
+def native_rows(kind: str) -> int:
+    "Rows of x from which the C kernel `kind` leaves a prompt to the dequantized road."
+    return AVX512_ROWS.get(kind, NATIVE_ROWS) if _avx512() else NATIVE_ROWS
 
 class NativeQuantWeight(TorchQuantWeight):
     """A Q8_0 or Q4_0 matrix [N, K] on torch (CPU) kept as the file's blocks, nothing packed or copied: a few rows of
@@ -765,9 +773,9 @@ class NativeQuantWeight(TorchQuantWeight):
 
 def native_quant_linears(x, Ws):
     """x [..., K] @ W.T for every W of `Ws`, up to three `NativeQuantWeight`s of one kind, in one C call -> [..., ΣN];
-    None (each W's own `linear` then) for anything else or NATIVE_ROWS rows or more."""
+    None (each W's own `linear` then) for anything else or `native_rows` rows or more."""
     W, (*lead, K) = Ws[0], x.shape
-    if not isinstance(W, NativeQuantWeight) or math.prod(lead) >= NATIVE_ROWS or len(Ws) > 3 or not all(
+    if not isinstance(W, NativeQuantWeight) or math.prod(lead) >= native_rows(W.kind) or len(Ws) > 3 or not all(
             isinstance(V, NativeQuantWeight) and V.kind == W.kind and V.shape[1] == K for V in Ws): return None
     x = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
     y = native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x)

@@ -16,7 +16,7 @@ from minillama.quant import round_away
 from minillama.quant_kernels import (AFFINE, CODE_BITS, NATIVE_SOURCE, NATIVE_TYPES, NativeQuantWeight, QuantWeight,
                                      TorchQuantWeight, affine_codes, compile_native, int4_block, native, native_linear,
                                      native_f32_linear, native_product, native_quant_linears, pack_int4, quant_weight,
-                                     KINDS, NATIVE_F32_ROWS, NATIVE_ROWS)
+                                     KINDS, NATIVE_F32_ROWS, NATIVE_ROWS, AVX512_ROWS, native_rows)
 from minillama.quantize import quantize_gguf
 from minillama.positions import permute_qk_interleaved_to_half
 
@@ -358,8 +358,11 @@ def test_native_weight_roads(rng):
     for M in (1, 3, 40, NATIVE_ROWS + 2):
         x = rng.standard_normal((M, 512)).astype(np.float32)
         assert_close(nw.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, what=f"Q8_0 native, {M} rows")
-    fast = NativeQuantWeight(raw, "Q8_0", exact=False, out_dtype=torch.float32)       # int8 x below NATIVE_ROWS rows
-    for M, road in ((NATIVE_ROWS - 1, "C"), (NATIVE_ROWS, "dequantized")):
+    fast = NativeQuantWeight(raw, "Q8_0", exact=False, out_dtype=torch.float32)       # int8 x below native_rows
+    rows = native_rows(fast.kind)
+    assert rows == (AVX512_ROWS["q8_0_q8"] if native().avx512_kernels() else NATIVE_ROWS) and nw.kind == "q8_0_f32"
+    assert native_rows(nw.kind) == NATIVE_ROWS                                       # the exact kernels: AVX2's
+    for M, road in ((rows - 1, "C"), (rows, "dequantized")):
         x = rng.standard_normal((M, 512)).astype(np.float32)
         r = compare(fast.linear(torch.from_numpy(x)), x @ dequantize(raw, "Q8_0").T, verbose=False)
         assert r["ok"] == (road == "dequantized"), (M, r)               # only the dequantized road keeps float32
