@@ -1,9 +1,8 @@
 """Where a prompt should leave the C kernels for the dequantized road (`NATIVE_ROWS`, and `AVX512_ROWS` for the AVX-512
 kernels, in notebook 16): prefill tok/s of Q8_0 and Q4_0 on torch (default mode, CPU) through the C kernels (int8 x)
 and through one dequantization per matrix and a float32 GEMM, prompts of several lengths, on the ~220M random Llama of
-bench_quant.py. Both roads run in the same
-process, taking turns; each number is the best of --repeat runs. "C / dequantized" above 1 means the C kernels should
-keep prompts of that length.
+bench_quant.py. Both roads run in the same process, taking turns; each number is the best of --repeat runs.
+"C / dequantized" above 1 means the C kernels should keep prompts of that length.
 Usage: python benchmarks/bench_prompt_roads.py [--dir /var/tmp] [--repeat 3] [--lengths 32,64,128,256]
 """
 import argparse, shutil, sys, tempfile, time
