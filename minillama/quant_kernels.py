@@ -39,6 +39,12 @@ def _pool() -> ThreadPoolExecutor:
     if not _POOL: _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="minillama-rows"))
     return _POOL[0]
 
+@functools.cache
+def _blas():
+    "numpy's BLAS libraries (threadpoolctl, as scikit-learn uses it): one thread each while ours share out rows."
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController().select(user_api="blas")
+
 class QuantWeight:
     "A quantized matrix [out, in] kept as its blocks; rows are dequantized a chunk at a time when used."
     def __init__(self, raw: np.ndarray, qtype: str, chunk_bytes: int = 1 << 20):
@@ -80,7 +86,8 @@ class QuantWeight:
         starts = list(range(0, self.shape[0], self.chunk))
         n = min(THREADS, len(starts))                                     # one run of chunks per core; numpy's
         part = lambda j: [rows(r) for r in starts[j::n]]                  # kernels let go of the GIL meanwhile
-        if n > 1: list(_pool().map(part, range(n)))
+        if n > 1:
+            with _blas().limit(limits=1): list(_pool().map(part, range(n)))   # not BLAS's threads on top of ours
         else: part(0)
         return out.reshape(*x.shape[:-1], self.shape[0])
 
@@ -420,7 +427,7 @@ static inline __m512 row_q4_0(const uint8_t *c, const struct xblocks *s, __m512 
 }
 
 /* Prompts: a row of W's blocks j.. unpacked once (`w_T`), in weight order, for the rows of x that take them
-   (`prow_T`: acc + Σ u·x·d·xd, with the offset OFF·Σx still in it; the prompt kernel takes it off once per row). */
+   (`prow_T`: acc + Σ u·x·d·xd, the offset OFF·Σx still in it; the prompt kernel takes it off once per row). */
 struct wblocks { __m512i u0, u1; __m128 d; };                /* codes read unsigned; the blocks' scales */
 #define OFF_q8_0 128
 #define OFF_q4_0 8

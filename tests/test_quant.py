@@ -570,3 +570,22 @@ def test_cli_quantize(tmp_path, capsys):
     assert main(["generate", "Assert", "--model", str(tmp_path / "q.gguf"), "--max-new-tokens", "5", "--backend", "torch",
                  "--device", "cpu", "--dtype", "bfloat16"]) == 0
     assert capsys.readouterr().out.startswith("Assert")
+
+
+def test_quant_weight_threads_hold_blas_to_one(rng, monkeypatch):
+    """While numpy's quantized product shares its chunks of rows out between threads, each BLAS call runs on the thread
+    that makes it (OpenBLAS's own threads on top of ours had made prompts 1.7-1.8x slower), and BLAS gets its threads
+    back afterwards."""
+    import minillama.quant_kernels as qk
+    blas = qk._blas()
+    if qk.THREADS < 2 or not blas.lib_controllers: pytest.skip("one core, or no BLAS that threadpoolctl knows")
+    threads = lambda: max(i["num_threads"] for i in blas.info())
+    before, seen, real = threads(), [], qk.linear_np
+    monkeypatch.setattr(qk, "linear_np", lambda x, W: (seen.append(threads()), real(x, W))[1])
+    W = (rng.standard_normal((300, 256)) * 0.05).astype(np.float32)
+    raw = QUANTIZERS["Q8_0"](W)
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    qw = QuantWeight(raw, "Q8_0", chunk_bytes=64 * 256 * 4)                   # five chunks, for two threads or more
+    assert_close(qw.linear(x), x @ dequantize(raw, "Q8_0").T, what="Q8_0, chunks on threads")
+    assert len(seen) >= 5 and set(seen) == {1}, seen
+    assert threads() == before
