@@ -45,7 +45,7 @@ def main():
                 c, dq = P / best["C"], P / best["dequantized"]
                 print(f"{t:5s} {P:6d} {c:8.1f} {dq:12.1f} {c / dq:15.2f}x")
     finally:
-        qk.NATIVE_ROWS, _ = keep; qk.AVX512_ROWS.update(keep[1])
+        qk.NATIVE_ROWS = keep[0]; qk.AVX512_ROWS.update(keep[1])
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -251,10 +251,12 @@ static inline acc_t dot_q8(codes32 c, const int8_t *x, float d, acc_t acc) {    
     __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));     /* fours -> int32 -> float */
     return _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
 }
-static inline float acc_sum(acc_t a) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+static inline float sum4(__m128 s) {                        /* s0 + s1 + s2 + s3 */
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline float acc_sum(acc_t a) {
+    return sum4(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
 }
 #define DOTS_F32(R)                                         /* rows w [R, K] · x -> y [R] */                \
 static inline void dot##R##_f32(const float *w, long K, const float *x, float *y) {                              \
@@ -472,10 +474,6 @@ static void offsets(const int8_t *xq, const float *xd, float *xo, long n, int OF
         for (int j = 0; j < 32; j++) s += xq[b * 32 + j];
         xo[b] = OFF * xd[b] * s;
     }
-}
-static inline float sum4(__m128 s) {
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* The loops, once for both formats: STEP blocks at a time, and the blocks left over (fewer than STEP) the 256-bit way
