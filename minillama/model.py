@@ -281,14 +281,15 @@ def make_ops(backend: str = "numpy", device: str | None = None, dtype: str | Non
 
 # %% ../nbs/06_model.ipynb #8100b9c7
 def block(o: Ops, c: LlamaConfig, L: LayerWeights, x, cos, sin, cache: KVCache | None = None, i: int = 0,
-          start_pos: int = 0):
+          start_pos: int = 0, last: bool = False):
     """One transformer block (Meta's TransformerBlock): x [B, T, D] -> [B, T, D]; layer i's keys and values go to
-    `cache`."""
+    `cache`. With `last`, only the last position goes on after its keys and values are made: -> [B, 1, D]."""
     h = o.rmsnorm(x, L.attn_norm, c.norm_eps)                        # [B, T, D]
     q, k, v = o.linears(h, (L.wq, L.wk, L.wv))                       # [B, T, H*hd], [B, T, KV*hd] x 2
     q, k, v = o.heads(q, c.n_heads), o.heads(k, c.n_kv_heads), o.heads(v, c.n_kv_heads)   # [B, H|KV, T, hd]
     q, k = o.rope(q, cos, sin, c.rope_layout), o.rope(k, cos, sin, c.rope_layout)
     if cache is not None: k, v = cache.update(i, start_pos, k, v)    # [B, KV, start_pos+T, hd]
+    if last: q, x = q[:, :, -1:], o.last(x)                          # [B, H, 1, hd], [B, 1, D]: the rest is unused
     x = x + o.linear(o.merge(o.attention(q, k, v)), L.wo)           # [B, H, T, hd] -> [B, T, H*hd] -> [B, T, D]
     h = o.rmsnorm(x, L.ffn_norm, c.norm_eps)
     return x + o.swiglu(h, L.w_gate, L.w_up, L.w_down)               # [B, T, D]
@@ -346,9 +347,9 @@ class Llama:
             x = o.embed(w.tok_embeddings, o.ids(a))                          # [B, T] -> [B, T, D]
             if trace: trace("embed", x)
             for i, L in enumerate(w.layers):
-                x = block(o, c, L, x, cos, sin, cache, i, start_pos)         # [B, T, D]
+                last = last_only and i == len(w.layers) - 1                # the last layer: one position
+                x = block(o, c, L, x, cos, sin, cache, i, start_pos, last)   # [B, T, D], [B, 1, D] if last
                 if trace: trace(f"block.{i}", x)
-            if last_only: x = o.last(x)                                      # [B, 1, D]
             x = o.rmsnorm(x, w.norm, c.norm_eps)
             if trace: trace("norm", x)
             logits = o.linear(x, w.output)                                   # [B, T, V]
