@@ -504,12 +504,10 @@ static long T##_decode(const uint8_t *w, const int8_t *xq, const float *xd, floa
     }                                                                                                            \
     return r;                                                   /* the rows left, fewer than four, go one by one */\
 }                                                                                                                \
-static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K,    \
-                       long r0, long r1) {                                                                       \
+static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, const float *xo, float *y, long M,   \
+                       long N, long K, long r0, long r1) {      /* xo: `prompt_offsets`, [M, nb] */              \
     const long nb = K / 32, rb = nb * BYTES;                                                                     \
-    float *xo = malloc(M * nb * sizeof(float));                /* the offsets of x's blocks, [M, nb] */          \
-    if (!xo) return r0;                                        /* ROWS_OF_X's loops take every row then */      \
-    offsets(xq, xd, xo, M * nb, OFF_##T);                                                                        \
+    if (!xo) return r0;                                        /* none: ROWS_OF_X's loops take every row */      \
     for (long r = r0; r < r1; r++)                                                                               \
         for (long m0 = 0; m0 < M; m0 += 4) {                   /* one row of W, up to four rows of x */          \
             const long mn = M - m0 < 4 ? M - m0 : 4;                                                             \
@@ -531,15 +529,22 @@ static long T##_prompt(const uint8_t *w, const int8_t *xq, const float *xd, floa
                 y[(m0 + i) * N + r] = t;                                                                         \
             }                                                                                                    \
         }                                                                                                        \
-    free(xo);                                                                                                    \
     return r1;                                                                                                   \
 }
 AVX512_KERNELS(q8_0, 34, 2)
 AVX512_KERNELS(q4_0, 18, 4)
-#define FIRST_ROW(T) (M == 1 ? T##_decode(w, xq, xd, y, K, r0, r1) : T##_prompt(w, xq, xd, y, M, N, K, r0, r1))
+#define FIRST_ROW(T) (M == 1 ? T##_decode(w, xq, xd, y, K, r0, r1) : T##_prompt(w, xq, xd, xo, y, M, N, K, r0, r1))
+/* x's offsets for a prompt (kinds 2 and 3, more than one row of x): made once per product, before the threads share
+   out the rows of every matrix. NULL where none is needed, or without the memory. */
+static float *prompt_offsets(int kind, const int8_t *xq, const float *xd, long M, long K) {
+    float *xo = (kind == 2 || kind == 3) && M > 1 ? malloc(M * (K / 32) * sizeof(float)) : NULL;
+    if (xo) offsets(xq, xd, xo, M * (K / 32), kind == 2 ? OFF_q8_0 : OFF_q4_0);
+    return xo;
+}
 int avx512_kernels(void) { return 1; }                      /* 1: this build multiplies Q8_0 and Q4_0 as above */
 #else
 #define FIRST_ROW(T) r0
+static float *prompt_offsets(int kind, const int8_t *xq, const float *xd, long M, long K) { return NULL; }
 int avx512_kernels(void) { return 0; }
 #endif
 
@@ -550,7 +555,8 @@ int avx512_kernels(void) { return 0; }
 void T##_f32(const uint8_t *w, const float *x, float *y, long M, long N, long K, long r0, long r1) {             \
     ROWS_OF_X(T, BYTES, DOT_F32, r0)                                                                             \
 }                                                                                                                \
-void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, float *y, long M, long N, long K, long r0, long r1) {\
+void T##_q8(const uint8_t *w, const int8_t *xq, const float *xd, const float *xo, float *y, long M, long N, long K, \
+            long r0, long r1) {                                                                                  \
     ROWS_OF_X(T, BYTES, DOT_Q8, FIRST_ROW(T))                                                                    \
 }
 KERNELS(q8_0, 34)
@@ -596,7 +602,7 @@ void rmsnorm(const float *x, const float *w, float *y, long M, long D, float eps
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
-struct job { int kind; const void *x; const float *xd; float *y; long M, K, N; int n;   /* y [M, N] */
+struct job { int kind; const void *x; const float *xd, *xo; float *y; long M, K, N; int n;   /* y [M, N] */
              const uint8_t *w[3]; long Nw[3]; };                 /* matrix p: W [Nw[p], K] at w[p] */
 static struct job job;
 static int threads = 1; static pid_t owner;      /* threads running (this one and workers 1..), in process `owner` */
@@ -615,8 +621,8 @@ static void rows(const struct job *j, long i) {                /* thread i's sha
         switch (j->kind) {
             case 0: q8_0_f32(w, j->x, y, j->M, j->N, j->K, r0, r1); break;
             case 1: q4_0_f32(w, j->x, y, j->M, j->N, j->K, r0, r1); break;
-            case 2: q8_0_q8(w, j->x, j->xd, y, j->M, j->N, j->K, r0, r1); break;
-            case 3: q4_0_q8(w, j->x, j->xd, y, j->M, j->N, j->K, r0, r1); break;
+            case 2: q8_0_q8(w, j->x, j->xd, j->xo, y, j->M, j->N, j->K, r0, r1); break;
+            case 3: q4_0_q8(w, j->x, j->xd, j->xo, y, j->M, j->N, j->K, r0, r1); break;
             case 4: f32_f32((const float *)w, j->x, y, j->M, j->N, j->K, r0, r1); break;
         }
     }
@@ -654,7 +660,8 @@ void linear(int kind, const void *x, const float *xd, float *y, long M, long K, 
         pthread_detach(t);
     }
     while (atomic_load(&ready) < threads - 1) relax();          /* each new worker has seen the last generation */
-    job = (struct job){kind, x, xd, y, M, K, N0 + N1 + N2, n < threads ? (n > 1 ? n : 1) : threads,
+    float *xo = prompt_offsets(kind, x, xd, M, K);             /* once for every thread and matrix */
+    job = (struct job){kind, x, xd, xo, y, M, K, N0 + N1 + N2, n < threads ? (n > 1 ? n : 1) : threads,
                        {w0, w1, w2}, {N0, N1, N2}};
     atomic_store(&pending, job.n > 1 ? threads - 1 : 0);
     if (job.n > 1) {                                            /* one thread: the workers sleep on */
@@ -663,6 +670,7 @@ void linear(int kind, const void *x, const float *xd, float *y, long M, long K, 
     }
     rows(&job, 0);
     while (atomic_load(&pending)) relax();
+    free(xo);
     pthread_mutex_unlock(&one_job);
 }
 """
