@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_quant_kernels.ipynb #8f98b975
 from __future__ import annotations
-import ctypes, functools, hashlib, math, os, platform, subprocess, sys, tempfile, warnings
+import ctypes, functools, hashlib, os, platform, subprocess, sys, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
@@ -649,11 +649,31 @@ static void *worker(void *arg) {
     }
     return NULL;
 }
+/* The _q8 kernels' x, quantized by `linear` itself when the caller passes it in float32: kept for the next call. */
+static int8_t *codes_of_x; static float *scales_of_x; static long codes_room;
+static int quantized_x(const void **x, const float **xd, long n) {   /* 0, or -1 without the memory */
+    if (n > codes_room) {
+        free(codes_of_x); free(scales_of_x);
+        codes_of_x = malloc(n); scales_of_x = malloc(n / 32 * sizeof(float));
+        codes_room = codes_of_x && scales_of_x ? n : 0;
+        if (!codes_room) return -1;
+    }
+    quantize_q8(*x, codes_of_x, scales_of_x, n);
+    *x = codes_of_x; *xd = scales_of_x;
+    return 0;
+}
 /* y [M, N0 + N1 + N2] = x [M, K] @ [W0; W1; W2].T on n threads (N1 = N2 = 0: one matrix); kind: 0 q8_0_f32,
-   1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8, 4 f32_f32 */
-void linear(int kind, const void *x, const float *xd, float *y, long M, long K, int n,
-            const uint8_t *w0, long N0, const uint8_t *w1, long N1, const uint8_t *w2, long N2) {
+   1 q4_0_f32, 2 q8_0_q8, 3 q4_0_q8, 4 f32_f32. For kinds 2 and 3, x is int8 with its scales xd as `quantize_q8`
+   leaves them, or float32 with xd NULL: quantized here then, in the same call (from Python that took one more call
+   and two new tensors per product, 0.4-0.5 ms of a decode step). Returns 0, or -1 without the memory for x's
+   codes. */
+int linear(int kind, const void *x, const float *xd, float *y, long M, long K, int n,
+           const uint8_t *w0, long N0, const uint8_t *w1, long N1, const uint8_t *w2, long N2) {
     pthread_mutex_lock(&one_job);                               /* one product at a time, whatever calls it */
+    if ((kind == 2 || kind == 3) && !xd && quantized_x(&x, &xd, M * K)) {
+        pthread_mutex_unlock(&one_job);
+        return -1;
+    }
     if (owner != getpid()) { threads = 1; ready = 0; owner = getpid(); }   /* the first call, or after a fork */
     for (pthread_t t; threads < n; threads++) {                 /* more workers when asked for more */
         if (pthread_create(&t, NULL, worker, (void *)(long)threads)) break;   /* fewer threads, never a hang */
@@ -672,6 +692,7 @@ void linear(int kind, const void *x, const float *xd, float *y, long M, long K, 
     while (atomic_load(&pending)) relax();
     free(xo);
     pthread_mutex_unlock(&one_job);
+    return 0;
 }
 """
 
@@ -741,15 +762,13 @@ KINDS = ("q8_0_f32", "q4_0_f32", "q8_0_q8", "q4_0_q8", "f32_f32")      # `kind` 
 def native_product(kind: str, ws, x, lib=None, threads: int | None = None):
     """x float32 torch [..., K] contiguous @ W.T for each (address, N) of `ws`, one to three matrices W [N, K] that the
     C kernel `kind` reads (one of KINDS; `lib`, default `native()`) -> their outputs side by side, [..., ΣN], on
-    `threads` (default `native_threads()`). A `_q8` kernel gets x quantized to int8 per block of 32 first."""
+    `threads` (default `native_threads()`). A `_q8` kernel gets x quantized to int8 per block of 32 first, by the
+    C `linear` in the same call."""
     lib, K, flat = lib or native(), x.shape[-1], [v for w in ws for v in w]    # flat: address, N, address, N...
-    M = x.numel() // K
-    xs, xd, y = x, None, torch.empty(*x.shape[:-1], sum(flat[1::2]))     # pointers from torch: ~0.2 µs, numpy's ~3
-    if kind.endswith("_q8"):
-        xs, xd = torch.empty(M, K, dtype=torch.int8), torch.empty(M, K // 32)     # [M, K], [M, K/32]
-        lib.quantize_q8(x.data_ptr(), xs.data_ptr(), xd.data_ptr(), x.numel())
-    lib.linear(KINDS.index(kind), xs.data_ptr(), None if xd is None else xd.data_ptr(), y.data_ptr(), M, K,
-               threads or native_threads(), *flat, *[None, 0] * (3 - len(ws)))   # rows shared out
+    y = torch.empty(*x.shape[:-1], sum(flat[1::2]))                    # pointers from torch: ~0.2 µs, numpy's ~3
+    if lib.linear(KINDS.index(kind), x.data_ptr(), None, y.data_ptr(), x.numel() // K, K,
+                  threads or native_threads(), *flat, *[None, 0] * (3 - len(ws))):      # rows shared out
+        raise MemoryError(f"minillama: no memory to quantize x {tuple(x.shape)} for the C kernel {kind}")
     return y
 
 def native_linear(raw: np.ndarray, qtype: str, x: np.ndarray, exact: bool = False, lib=None) -> np.ndarray:
@@ -787,9 +806,10 @@ class NativeQuantWeight(TorchQuantWeight):
 def native_quant_linears(x, Ws):
     """x [..., K] @ W.T for every W of `Ws`, up to three `NativeQuantWeight`s of one kind, in one C call -> [..., ΣN];
     None (each W's own `linear` then) for anything else or `native_rows` rows or more."""
-    W, (*lead, K) = Ws[0], x.shape
-    if not isinstance(W, NativeQuantWeight) or math.prod(lead) >= native_rows(W.kind) or len(Ws) > 3 or not all(
-            isinstance(V, NativeQuantWeight) and V.kind == W.kind and V.shape[1] == K for V in Ws): return None
+    W, K = Ws[0], x.shape[-1]
+    if not isinstance(W, NativeQuantWeight) or x.numel() >= native_rows(W.kind) * K or len(Ws) > 3: return None
+    for V in Ws[1:]:                                               # a loop, not all(...): each µs shows in decoding
+        if not isinstance(V, NativeQuantWeight) or V.kind != W.kind or V.shape[1] != K: return None
     x = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
     y = native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x)
     return y if W.out_dtype == torch.float32 else y.to(W.out_dtype)     # no op after the product where none is needed

@@ -420,6 +420,43 @@ def test_native_thread_counts(rng):
         assert all(np.array_equal(a, b) for a, b in zip(both(n), one)), n
 
 
+@pytest.mark.parametrize("build", ["vector", "avx2", "scalar"])
+def test_native_quantizes_float_x(builds, build, rng):
+    """The C `linear` given float32 x and no scales quantizes x itself, into memory it keeps between calls: the same
+    bits as x quantized by `quantize_q8` first, for Q8_0 and Q4_0, as x grows (the memory with it) and shrinks again."""
+    lib, K = builds[build], 160
+    W = rng.standard_normal((45, K)).astype(np.float32)
+    for qt in NATIVE_TYPES:
+        raw, kind = QUANTIZERS[qt](W), KINDS.index(f"{qt.lower()}_q8")
+        for M in (1, 3, 64, 2, 300, 1):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            xq, xd = np.empty((M, K), np.int8), np.empty(M * K // 32, np.float32)
+            lib.quantize_q8(x.ctypes.data, xq.ctypes.data, xd.ctypes.data, x.size)
+            want, got = np.empty((M, 45), np.float32), np.full((M, 45), np.nan, np.float32)
+            assert lib.linear(kind, xq.ctypes.data, xd.ctypes.data, want.ctypes.data, M, K, 2, raw.ctypes.data, 45,
+                              None, 0, None, 0) == 0
+            assert lib.linear(kind, x.ctypes.data, None, got.ctypes.data, M, K, 2, raw.ctypes.data, 45,
+                              None, 0, None, 0) == 0
+            assert np.array_equal(got, want), (qt, M)
+            assert np.abs(want - native_linear(raw, qt, x, exact=True, lib=lib)).max() > 0       # x was rounded
+
+
+def test_native_quantizes_float_x_sharp(rng, tmp_path, monkeypatch):
+    "A `linear` that took float32 x for codes (forgot to quantize it) fails the same comparison."
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
+    bad = compile_native(NATIVE_SOURCE.replace("quantize_q8(*x, codes_of_x, scales_of_x, n);", ""))
+    W, x = rng.standard_normal((45, 160)).astype(np.float32), rng.standard_normal((2, 160)).astype(np.float32)
+    raw = QUANTIZERS["Q8_0"](W)
+    xq, xd = np.empty((2, 160), np.int8), np.empty(10, np.float32)
+    bad.quantize_q8(x.ctypes.data, xq.ctypes.data, xd.ctypes.data, x.size)
+    want, got = np.empty((2, 45), np.float32), np.empty((2, 45), np.float32)
+    bad.linear(KINDS.index("q8_0_q8"), xq.ctypes.data, xd.ctypes.data, want.ctypes.data, 2, 160, 2, raw.ctypes.data,
+               45, None, 0, None, 0)
+    bad.linear(KINDS.index("q8_0_q8"), x.ctypes.data, None, got.ctypes.data, 2, 160, 2, raw.ctypes.data, 45,
+               None, 0, None, 0)
+    assert not np.array_equal(got, want)
+
+
 TORCH_FIRST = """
 import warnings, numpy as np
 {first}
