@@ -2,7 +2,8 @@
 kernels, in notebook 16): prefill tok/s of Q8_0 and Q4_0 on torch (default mode, CPU) through the C kernels (int8 x)
 and through one dequantization per matrix and a float32 GEMM, prompts of several lengths, on the ~220M random Llama of
 bench_quant.py. Both roads run in the same process, taking turns; each number is the best of --repeat runs.
-"C / dequantized" above 1 means the C kernels should keep prompts of that length.
+"C / dequantized" above 1 means the C kernels should keep prompts of that length. With MINILLAMA_NATIVE=noavx512 in
+the environment it measures the kernels a CPU without AVX-512 gets (`NATIVE_ROWS`) on one that has it.
 Usage: python benchmarks/bench_prompt_roads.py [--dir /var/tmp] [--repeat 3] [--lengths 32,64,128,256]
 """
 import argparse, shutil, sys, tempfile, time

@@ -538,6 +538,31 @@ def test_compiler_without_avx512(tmp_path, monkeypatch):
         monkeypatch.undo(); native.cache_clear()
 
 
+def test_native_without_avx512_asked_for(tmp_path, monkeypatch):
+    """MINILLAMA_NATIVE=noavx512 builds the kernels as for a CPU without AVX-512 (-DNO_AVX512 on the first try), whose
+    prompts leave the C kernels at NATIVE_ROWS, and the products are still right."""
+    cc = tmp_path / "cc.sh"
+    cc.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\nexec cc "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path)); monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("MINILLAMA_NATIVE", "noavx512")
+    import minillama.quant_kernels as qk
+    native.cache_clear(); qk._avx512.cache_clear()
+    try:
+        lib = native()
+        assert lib is not None and lib.avx512_kernels() == 0
+        calls = (tmp_path / "calls").read_text().splitlines()
+        assert len(calls) == 1 and "-march=native -DNO_AVX512" in calls[0], calls
+        assert native_rows("q8_0_q8") == native_rows("q4_0_q8") == NATIVE_ROWS
+        W = (np.random.default_rng(0).standard_normal((37, 416)) * 0.05).astype(np.float32)
+        raw, x = QUANTIZERS["Q8_0"](W), np.random.default_rng(1).standard_normal((3, 416)).astype(np.float32)
+        assert_close(native_linear(raw, "Q8_0", x, exact=True), x @ dequantize(raw, "Q8_0").T,
+                     what="Q8_0 built without the AVX-512 kernels, as asked")
+    finally:
+        monkeypatch.undo(); native.cache_clear(); qk._avx512.cache_clear()
+    assert native_rows("q8_0_q8") == (AVX512_ROWS["q8_0_q8"] if native().avx512_kernels() else NATIVE_ROWS)
+
+
 @pytest.mark.parametrize("qt", ["q8_0", "q4_0"])
 def test_quantized_file(quantized, qt):
     files, d = quantized
