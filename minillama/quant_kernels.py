@@ -218,6 +218,12 @@ NATIVE_SOURCE = r"""
 #endif
 
 static inline float half(const uint8_t *b) { _Float16 h; memcpy(&h, b, 2); return (float)h; }
+/* Memory kept from one call of `linear` to the next (under its lock), grown when a call needs more: *p with room for
+   `bytes`, or NULL without the memory. */
+static void *kept(void **p, long *room, long bytes) {
+    if (bytes > *room) { free(*p); *p = malloc(bytes); *room = *p ? bytes : 0; }
+    return *p;
+}
 static inline float dot1_f32(const float *w, const float *x, long K) {     /* one float32 row · x */
     float s = 0;
     for (long k = 0; k < K; k++) s += w[k] * x[k];
@@ -537,7 +543,8 @@ AVX512_KERNELS(q4_0, 18, 4)
 /* x's offsets for a prompt (kinds 2 and 3, more than one row of x): made once per product, before the threads share
    out the rows of every matrix. NULL where none is needed, or without the memory. */
 static float *prompt_offsets(int kind, const int8_t *xq, const float *xd, long M, long K) {
-    float *xo = (kind == 2 || kind == 3) && M > 1 ? malloc(M * (K / 32) * sizeof(float)) : NULL;
+    static void *mem; static long room;
+    float *xo = (kind == 2 || kind == 3) && M > 1 ? kept(&mem, &room, M * (K / 32) * sizeof(float)) : NULL;
     if (xo) offsets(xq, xd, xo, M * (K / 32), kind == 2 ? OFF_q8_0 : OFF_q4_0);
     return xo;
 }
@@ -649,17 +656,14 @@ static void *worker(void *arg) {
     }
     return NULL;
 }
-/* The _q8 kernels' x, quantized by `linear` itself when the caller passes it in float32: kept for the next call. */
-static int8_t *codes_of_x; static float *scales_of_x; static long codes_room;
+/* The _q8 kernels' x, quantized by `linear` itself when the caller passes it in float32. */
 static int quantized_x(const void **x, const float **xd, long n) {   /* 0, or -1 without the memory */
-    if (n > codes_room) {
-        free(codes_of_x); free(scales_of_x);
-        codes_of_x = malloc(n); scales_of_x = malloc(n / 32 * sizeof(float));
-        codes_room = codes_of_x && scales_of_x ? n : 0;
-        if (!codes_room) return -1;
-    }
-    quantize_q8(*x, codes_of_x, scales_of_x, n);
-    *x = codes_of_x; *xd = scales_of_x;
+    static void *codes, *scales; static long codes_room, scales_room;
+    int8_t *q = kept(&codes, &codes_room, n);
+    float *d = kept(&scales, &scales_room, n / 32 * sizeof(float));
+    if (!q || !d) return -1;
+    quantize_q8(*x, q, d, n);
+    *x = q; *xd = d;
     return 0;
 }
 /* y [M, N0 + N1 + N2] = x [M, K] @ [W0; W1; W2].T on n threads (N1 = N2 = 0: one matrix); kind: 0 q8_0_f32,
@@ -690,7 +694,6 @@ int linear(int kind, const void *x, const float *xd, float *y, long M, long K, i
     }
     rows(&job, 0);
     while (atomic_load(&pending)) relax();
-    free(xo);
     pthread_mutex_unlock(&one_job);
     return 0;
 }

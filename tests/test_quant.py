@@ -444,7 +444,7 @@ def test_native_quantizes_float_x(builds, build, rng):
 def test_native_quantizes_float_x_sharp(rng, tmp_path, monkeypatch):
     "A `linear` that took float32 x for codes (forgot to quantize it) fails the same comparison."
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path))
-    bad = compile_native(NATIVE_SOURCE.replace("quantize_q8(*x, codes_of_x, scales_of_x, n);", ""))
+    bad = compile_native(NATIVE_SOURCE.replace("quantize_q8(*x, q, d, n);", ""))
     W, x = rng.standard_normal((45, 160)).astype(np.float32), rng.standard_normal((2, 160)).astype(np.float32)
     raw = QUANTIZERS["Q8_0"](W)
     xq, xd = np.empty((2, 160), np.int8), np.empty(10, np.float32)
