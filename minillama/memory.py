@@ -10,8 +10,9 @@ import numpy as np
 from .model import COPY_HOOKS
 
 # %% auto #0
-__all__ = ['PAGE', 'PROBE', 'MADV_DONTNEED', 'smaps_rollup', 'peak_rss', 'resident', 'page_faults', 'io_read_bytes', 'evict',
-           'warm', 'probe', 'mapping_of', 'drop_mapped_pages']
+__all__ = ['PAGE', 'PROBE', 'MADV_DONTNEED', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_KEPT', 'smaps_rollup', 'peak_rss',
+           'resident', 'page_faults', 'io_read_bytes', 'evict', 'warm', 'probe', 'mapping_of', 'drop_mapped_pages',
+           'keep_heap']
 
 # %% ../nbs/14_memory.ipynb #e2ef4394
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -125,3 +126,18 @@ def drop_mapped_pages(a: np.ndarray) -> int:
 
 # %% ../nbs/14_memory.ipynb #146bd638
 COPY_HOOKS.append(drop_mapped_pages)
+
+# %% ../nbs/14_memory.ipynb #77a9fda6
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                          # glibc's malloc.h
+
+def keep_heap(mmap_below: int = 32 << 20, trim_above: int = 64 << 20) -> bool:
+    """Ask glibc's malloc to keep freed memory for the next allocation: blocks under `mmap_below` bytes from the heap,
+    the heap trimmed only past `trim_above` free bytes at its top. True if glibc took both; False off glibc."""
+    if not hasattr(_libc, "gnu_get_libc_version"): return False      # not glibc: its mallopt means something else
+    return _libc.mallopt(M_MMAP_THRESHOLD, mmap_below) == 1 and _libc.mallopt(M_TRIM_THRESHOLD, trim_above) == 1
+
+def _malloc_set_by_user(env=os.environ) -> bool:
+    return ("MALLOC_MMAP_THRESHOLD_" in env or "MALLOC_TRIM_THRESHOLD_" in env
+            or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""))
+
+HEAP_KEPT = os.environ.get("MINILLAMA_KEEP_HEAP", "1") != "0" and not _malloc_set_by_user() and keep_heap()
