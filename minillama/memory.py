@@ -127,7 +127,7 @@ def drop_mapped_pages(a: np.ndarray) -> int:
 # %% ../nbs/14_memory.ipynb #146bd638
 COPY_HOOKS.append(drop_mapped_pages)
 
-# %% ../nbs/14_memory.ipynb #77a9fda6
+# %% ../nbs/14_memory.ipynb #66763db6
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                          # glibc's malloc.h
 
 def keep_heap(mmap_below: int = 32 << 20, trim_above: int = 64 << 20) -> bool:
