@@ -83,10 +83,10 @@ def main():
     ap.add_argument("--types", default="F32,Q8_0,Q4_0")
     ap.add_argument("--prefill", action="store_true", help="split 64-token prefills instead, against llama.cpp's")
     a = ap.parse_args()
-    if a.prefill:
-        try: import llama_cpp  # noqa: F401
-        except ImportError: print("llama-cpp-python is not installed here: no llama.cpp columns in this run")
     sys.path.insert(0, str(Path(__file__).parent))
+    if a.prefill:
+        from llama_cpp_ref import llama_cpp_installed
+        llama_cpp_installed()
     from bench_quant import model_files
     d = Path(tempfile.mkdtemp(dir=a.dir))
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import minillama           # before torch, as the README asks: torch's OpenMP threads then sleep between ops
 import torch
 from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
-from llama_cpp_ref import llama_cpp_model, llama_cpp_speeds
+from llama_cpp_ref import llama_cpp_installed, llama_cpp_model, llama_cpp_speeds
 
 
 def read_bandwidth(gib: float = 1.0, repeat: int = 5) -> float:
@@ -55,11 +55,7 @@ def main():
     ap.add_argument("--decode", type=int, default=32, help="tokens to decode (default 32)")
     ap.add_argument("--small", action="store_true", help="a 4-layer dim-256 model, for a quick smoke run")
     a = ap.parse_args()
-    try: import llama_cpp
-    except ImportError:
-        llama_cpp = None
-        print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio to llama.cpp "
-              "(pip install llama-cpp-python compiles it, about 8 minutes)")
+    have_cpp = llama_cpp_installed()
     torch.set_num_threads(os.cpu_count() or 1)
     shape = (dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4) if a.small else
              dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16))
@@ -89,7 +85,7 @@ def main():
         gen = lambda n: lambda: hf.generate(tid[:, :16], max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
         t_dec = (best_time(gen(a.decode + 1), 2) - best_time(gen(1), 2)) / a.decode
     rows["transformers"] = (a.prompt / t_pre, 1 / t_dec)
-    if llama_cpp is not None: rows["llama.cpp"] = llama_cpp_on(d, ids, a.decode)
+    if have_cpp: rows["llama.cpp"] = llama_cpp_on(d, ids, a.decode)
 
     # the bandwidth is measured before and after the timings and the best kept: a low reading (a noisy neighbour, page
     # cache churn) would lower the bound and flatter every ratio below

@@ -92,14 +92,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per row, in turns; the table shows their medians")
     ap.add_argument("--types", default="F32,Q8_0,Q4_0", help="the files to time (\"vs F32\" needs F32 among them)")
     a = ap.parse_args()
-    try:
-        import llama_cpp  # noqa: F401
-        have_cpp = True
-    except ImportError:
-        have_cpp = False
-        print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio to llama.cpp "
-              "(pip install llama-cpp-python compiles it, about 8 minutes)")
     sys.path.insert(0, str(Path(__file__).parent))
+    from llama_cpp_ref import llama_cpp_installed
+    have_cpp = llama_cpp_installed()
     from bench_forward import read_bandwidth
     from minillama.gguf import GGUFFile
     d = Path(tempfile.mkdtemp(dir=a.dir))

@@ -4,6 +4,16 @@ import os, time
 import numpy as np
 
 
+def llama_cpp_installed() -> bool:
+    "Whether llama-cpp-python is installed; where it is not, a line says so and what that leaves out of the run."
+    try: import llama_cpp  # noqa: F401
+    except ImportError:
+        print("llama-cpp-python is not installed here: no llama.cpp reference in this run, so no ratio to llama.cpp "
+              "(pip install llama-cpp-python compiles it, about 8 minutes)")
+        return False
+    return True
+
+
 def llama_cpp_model(path):
     "A llama_cpp.Llama for the GGUF at `path` with as many threads as cores, or None without llama-cpp-python."
     try: from llama_cpp import Llama

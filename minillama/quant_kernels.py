@@ -814,7 +814,7 @@ def native_quant_linears(x, Ws):
     None (each W's own `linear` then) for anything else or `native_rows` rows or more."""
     W, K = Ws[0], x.shape[-1]
     if not isinstance(W, NativeQuantWeight) or x.numel() >= native_rows(W.kind) * K or len(Ws) > 3: return None
-    for V in Ws[1:]:                                               # a loop, not all(...): each µs shows in decoding
+    for V in Ws:                                                   # a loop, not all(...): each µs shows in decoding
         if not isinstance(V, NativeQuantWeight) or V.kind != W.kind or V.shape[1] != K: return None
     x = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
     y = native_product(W.kind, [(V.w, V.shape[0]) for V in Ws], x)
